@@ -1,0 +1,47 @@
+# Everything is built with --release: RocksDB's C++ takes ~15 min to compile and
+# one shared profile means it is compiled once for build, clippy and test.
+# CARGO_TARGET_DIR is read by cargo from the environment; it is not set here.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+BIN := $(or $(CARGO_TARGET_DIR),target)/release/ringkv
+# Extra flags for `make run`, e.g. make run ARGS="--in-memory".
+ARGS ?=
+
+.PHONY: help build run test lint fmt bench clean
+
+help: ## list the targets
+	@echo "usage: make TARGET"
+	@awk -F':.*## ' '/^[a-z]+:.*## /{printf "  %-6s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+build: ## build all binaries (release)
+	scripts/install-deps.sh build
+	$(CARGO) build --release --workspace --bins
+
+run: build ## start the standalone server on 127.0.0.1:6379, data in ./data (ARGS="..." adds flags)
+	scripts/install-deps.sh run
+	exec "$(BIN)" --bind 127.0.0.1 --port 6379 --dir ./data $(ARGS)
+
+test: ## install deps, check format, clippy, build, run every test
+	scripts/install-deps.sh build test
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) test --release --workspace
+
+lint: ## check format and run clippy (warnings are errors)
+	scripts/install-deps.sh lint
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+bench: ## compare ringkv with redis-server and twemproxy (N=, ROUNDS= override)
+	scripts/bench.sh
+
+clean: ## remove ./data (keeps cargo's build cache: RocksDB is slow to rebuild)
+	rm -rf ./data

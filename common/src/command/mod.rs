@@ -1,0 +1,296 @@
+//! Commands: their identities ([`Cmd`]), their declarations ([`table`]), and resolving a
+//! request's first arguments to a declaration with Redis's exact errors.
+
+pub mod docs;
+pub mod table;
+
+use std::sync::OnceLock;
+
+use ahash::AHashMap;
+use bytes::Bytes;
+
+use crate::resp::Reply;
+pub use table::{flag, CommandSpec, KeyRange, Route, COMMANDS};
+
+/// Every command (and subcommand) ringkv knows; the handler matches on it.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Cmd {
+    Ping,
+    Echo,
+    Hello,
+    Quit,
+    Reset,
+    Select,
+    Client,
+    ClientSetname,
+    ClientGetname,
+    ClientId,
+    ClientSetinfo,
+    ClientInfo,
+    ClientHelp,
+    Command,
+    CommandCount,
+    CommandInfo,
+    CommandDocs,
+    CommandHelp,
+    Config,
+    ConfigGet,
+    ConfigSet,
+    ConfigResetstat,
+    ConfigHelp,
+    Info,
+    Time,
+    Dbsize,
+    Flushall,
+    Flushdb,
+    Get,
+    Set,
+    Setnx,
+    Setex,
+    Psetex,
+    Getset,
+    Getdel,
+    Getex,
+    Mget,
+    Mset,
+    Msetnx,
+    Append,
+    Strlen,
+    Incr,
+    Decr,
+    Incrby,
+    Decrby,
+    Incrbyfloat,
+    Getrange,
+    Setrange,
+    Del,
+    Unlink,
+    Exists,
+    Touch,
+    Type,
+    Expire,
+    Pexpire,
+    Expireat,
+    Pexpireat,
+    Ttl,
+    Pttl,
+    Expiretime,
+    Pexpiretime,
+    Persist,
+    Scan,
+    Keys,
+    Randomkey,
+    Rename,
+    Renamenx,
+}
+
+/// Which data-type family a command belongs to (its Redis group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Works on string values.
+    String,
+    /// Works on any key, or on no key.
+    Other,
+}
+
+impl Cmd {
+    /// The family, which gives the Redis group and ACL category.
+    pub const fn family(self) -> Family {
+        use Cmd::*;
+        match self {
+            Get | Set | Setnx | Setex | Psetex | Getset | Getdel | Getex | Mget | Mset | Msetnx
+            | Append | Strlen | Incr | Decr | Incrby | Decrby | Incrbyfloat | Getrange
+            | Setrange => Family::String,
+            _ => Family::Other,
+        }
+    }
+}
+
+/// Longest command name worth looking up; longer names cannot match.
+const MAX_NAME: usize = 32;
+
+fn index() -> &'static AHashMap<&'static [u8], &'static CommandSpec> {
+    static INDEX: OnceLock<AHashMap<&'static [u8], &'static CommandSpec>> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut map = AHashMap::new();
+        for spec in COMMANDS {
+            map.insert(spec.name.as_bytes(), spec);
+            for sub in spec.subcommands {
+                map.insert(sub.name.as_bytes(), sub);
+            }
+        }
+        map
+    })
+}
+
+/// Looks a name up case-insensitively without allocating; `None` for unknown names.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    if name.len() > MAX_NAME {
+        return None;
+    }
+    let mut lower = [0u8; MAX_NAME];
+    let lower = &mut lower[..name.len()];
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    index().get(&*lower).copied()
+}
+
+/// Finds the command a request names and checks its arity, answering exactly as Redis 7 does
+/// when the command or subcommand is unknown or the argument count is wrong.
+pub fn resolve(args: &[Bytes]) -> Result<&'static CommandSpec, Reply> {
+    let name = &args[0];
+    let Some(base) = lookup(name) else {
+        return Err(unknown_command(args));
+    };
+    let spec = if base.subcommands.is_empty() || args.len() == 1 {
+        base
+    } else {
+        let sub = &args[1];
+        let found = base.subcommands.iter().find(|s| {
+            let short = &s.name[base.name.len() + 1..];
+            short.as_bytes().eq_ignore_ascii_case(sub)
+        });
+        match found {
+            Some(spec) => spec,
+            None => {
+                return Err(Reply::error_owned(format!(
+                    "ERR unknown subcommand '{}'. Try {} HELP.",
+                    truncated(sub, 128),
+                    base.name.to_ascii_uppercase()
+                )))
+            }
+        }
+    };
+    if !spec.arity_ok(args.len()) {
+        return Err(wrong_arity(spec.name));
+    }
+    Ok(spec)
+}
+
+/// Redis's wrong-arity error for a command's full name.
+pub fn wrong_arity(name: &str) -> Reply {
+    Reply::error_owned(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+/// Redis's unknown-command error: the name and the first arguments, 128 bytes at most.
+fn unknown_command(args: &[Bytes]) -> Reply {
+    let mut listed = String::new();
+    for arg in &args[1..] {
+        if listed.len() >= 128 {
+            break;
+        }
+        let room = 128 - listed.len();
+        listed.push('\'');
+        listed.push_str(&truncated(arg, room));
+        listed.push_str("' ");
+    }
+    let message = format!(
+        "ERR unknown command '{}', with args beginning with: {listed}",
+        truncated(&args[0], 128)
+    );
+    Reply::error_owned(message.replace(['\r', '\n'], " "))
+}
+
+/// At most `max` bytes of `arg` as text, stopping at a NUL as C's `%.*s` does.
+fn truncated(arg: &[u8], max: usize) -> String {
+    let end = arg
+        .iter()
+        .take(max)
+        .position(|&b| b == 0)
+        .unwrap_or(arg.len().min(max));
+    String::from_utf8_lossy(&arg[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&str]) -> Vec<Bytes> {
+        words
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect()
+    }
+
+    fn err_text(reply: Reply) -> String {
+        match reply {
+            Reply::Error(e) => String::from_utf8_lossy(&e).into_owned(),
+            other => panic!("expected an error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn lookup_is_case_insensitive() {
+        assert_eq!(lookup(b"gEt").map(|s| s.cmd), Some(Cmd::Get));
+        assert!(lookup(b"nosuch").is_none());
+    }
+
+    #[test]
+    fn unknown_command_lists_its_first_args() {
+        let e = resolve(&args(&["foo", "a", "b"])).expect_err("unknown");
+        assert_eq!(
+            err_text(e),
+            "ERR unknown command 'foo', with args beginning with: 'a' 'b' "
+        );
+        let e = resolve(&args(&["foo"])).expect_err("unknown");
+        assert_eq!(
+            err_text(e),
+            "ERR unknown command 'foo', with args beginning with: "
+        );
+    }
+
+    #[test]
+    fn wrong_arity_names_the_command() {
+        let e = resolve(&args(&["GET"])).expect_err("arity");
+        assert_eq!(
+            err_text(e),
+            "ERR wrong number of arguments for 'get' command"
+        );
+        let e = resolve(&args(&["client", "setname"])).expect_err("arity");
+        assert_eq!(
+            err_text(e),
+            "ERR wrong number of arguments for 'client|setname' command"
+        );
+        let e = resolve(&args(&["client"])).expect_err("arity");
+        assert_eq!(
+            err_text(e),
+            "ERR wrong number of arguments for 'client' command"
+        );
+    }
+
+    #[test]
+    fn unknown_subcommand_suggests_help() {
+        let e = resolve(&args(&["client", "bogus"])).expect_err("unknown sub");
+        assert_eq!(
+            err_text(e),
+            "ERR unknown subcommand 'bogus'. Try CLIENT HELP."
+        );
+    }
+
+    #[test]
+    fn key_positions_come_from_the_table() {
+        let mset = lookup(b"mset").expect("mset");
+        assert_eq!(mset.key_indexes(5).collect::<Vec<_>>(), vec![1, 3]);
+        let get = lookup(b"get").expect("get");
+        assert_eq!(get.key_indexes(2).collect::<Vec<_>>(), vec![1]);
+        let ping = lookup(b"ping").expect("ping");
+        assert_eq!(ping.key_indexes(1).count(), 0);
+        let rename = lookup(b"rename").expect("rename");
+        assert_eq!(rename.key_indexes(3).collect::<Vec<_>>(), vec![1, 2]);
+    }
+
+    #[test]
+    fn every_command_name_is_unique_and_lowercase() {
+        let mut seen = std::collections::HashSet::new();
+        for spec in COMMANDS
+            .iter()
+            .chain(COMMANDS.iter().flat_map(|c| c.subcommands.iter()))
+        {
+            assert!(seen.insert(spec.name), "duplicate {}", spec.name);
+            assert_eq!(spec.name, spec.name.to_ascii_lowercase());
+        }
+    }
+}

@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Benchmark ringkv against redis-server (and twemproxy in front of redis-server)
+# with redis-benchmark, and print the medians as a Markdown table.
+#
+# Targets run interleaved (A B C A B C ...) for every test, so drift on the
+# machine (thermal, noisy neighbours) hits all of them alike; ROUNDS repeats it
+# all and the median of the rounds is reported.
+#
+# Environment:
+#   N=200000 ROUNDS=3 CLIENTS=50 KEYSPACE=100000 DATASIZE=64
+#   TESTS="set get incr mset" PIPELINES="1 16"
+#   TARGETS="redis ringkv twemproxy"   first one is the baseline of the ratios
+#   RINGKV_CMD='...'   start the ringkv slot with this command instead of the
+#                      built binary (no build); $PORT and $DIR are set, e.g.
+#                      RINGKV_CMD='redis-server --port $PORT --dir $DIR --save ""'
+#   READY_TIMEOUT=60 RUN_TIMEOUT=600   seconds
+#
+# To add a target: write start_NAME (gets a port and an empty dir, starts the
+# server(s) with `spawn`) and add NAME to TARGETS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+N=${N:-200000}
+ROUNDS=${ROUNDS:-3}
+CLIENTS=${CLIENTS:-50}
+KEYSPACE=${KEYSPACE:-100000}
+DATASIZE=${DATASIZE:-64}
+read -ra TESTS <<<"${TESTS:-set get incr mset}"
+read -ra PIPELINES <<<"${PIPELINES:-1 16}"
+read -ra TARGETS <<<"${TARGETS:-redis ringkv twemproxy}"
+READY_TIMEOUT=${READY_TIMEOUT:-60}
+RUN_TIMEOUT=${RUN_TIMEOUT:-600}
+RINGKV_BIN=${CARGO_TARGET_DIR:-target}/release/ringkv
+
+log() { echo "bench: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+deps=(bench)
+[[ -n ${RINGKV_CMD:-} ]] || deps+=(build)
+scripts/install-deps.sh "${deps[@]}"
+if [[ -z ${RINGKV_CMD:-} ]] && [[ " ${TARGETS[*]} " == *" ringkv "* ]]; then
+  # Same command as `make build`: other flags would unify features differently
+  # and rebuild RocksDB.
+  cargo build --release --workspace --bins
+fi
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/ringkv-bench.XXXXXX")
+PIDS=()
+cleanup() {
+  local rc=$? pid deadline=$((SECONDS + 15))
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  if ((rc == 0)); then rm -rf "$TMP"; else log "logs kept in $TMP"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM HUP
+
+# A port is free if nothing accepts on it. Stay below the ephemeral range so
+# outgoing connections cannot take it between the check and the bind.
+free_port() {
+  local port
+  while true; do
+    port=$((20000 + RANDOM % 12000))
+    (: <"/dev/tcp/127.0.0.1/$port") 2>/dev/null || { echo "$port"; return; }
+  done
+}
+
+# spawn LOGFILE CMD...: start a server in the background, stopped on exit.
+spawn() {
+  local logfile=$1
+  shift
+  "$@" >"$logfile" 2>&1 &
+  PIDS+=($!)
+}
+
+# wait_ready PORT LOGFILE: poll PING until PONG; fail fast if the server died.
+wait_ready() {
+  local port=$1 logfile=$2 deadline=$((SECONDS + READY_TIMEOUT))
+  until [[ $(redis-cli -p "$port" ping 2>/dev/null) == PONG ]]; do
+    if ! kill -0 "${PIDS[-1]}" 2>/dev/null || ((SECONDS >= deadline)); then
+      tail -n 20 "$logfile" >&2 || true
+      die "server on port $port did not answer PING (end of $logfile above)"
+    fi
+    sleep 0.05
+  done
+}
+
+start_redis_server() { # PORT DIR
+  spawn "$2/redis.log" redis-server --bind 127.0.0.1 --port "$1" --dir "$2" \
+    --save "" --appendonly no --daemonize no
+  wait_ready "$1" "$2/redis.log"
+}
+
+start_redis() { start_redis_server "$@"; }
+
+start_ringkv() { # PORT DIR
+  if [[ -n ${RINGKV_CMD:-} ]]; then
+    spawn "$2/ringkv.log" env PORT="$1" DIR="$2" bash -c "exec $RINGKV_CMD"
+  else
+    spawn "$2/ringkv.log" "$RINGKV_BIN" --bind 127.0.0.1 --port "$1" --dir "$2" --fsync everysec
+  fi
+  wait_ready "$1" "$2/ringkv.log"
+}
+
+start_twemproxy() { # PORT DIR: nutcracker in front of its own redis-server
+  local backend
+  mkdir "$2/redis"
+  backend=$(free_port)
+  start_redis_server "$backend" "$2/redis"
+  cat >"$2/nutcracker.yml" <<EOF
+bench:
+  listen: 127.0.0.1:$1
+  hash: fnv1a_64
+  distribution: ketama
+  redis: true
+  servers:
+    - 127.0.0.1:$backend:1
+EOF
+  nutcracker -t -c "$2/nutcracker.yml" >/dev/null 2>&1 || die "bad $2/nutcracker.yml"
+  spawn "$2/nutcracker.log" nutcracker -c "$2/nutcracker.yml" -o "$2/nutcracker.log" \
+    -p "$2/nutcracker.pid" -a 127.0.0.1 -s "$(free_port)"
+  wait_ready "$1" "$2/nutcracker.log"
+}
+
+declare -A PORT_OF
+for t in "${TARGETS[@]}"; do
+  declare -F "start_$t" >/dev/null || die "unknown target '$t' (no start_$t)"
+  mkdir "$TMP/$t"
+  PORT_OF[$t]=$(free_port)
+  "start_$t" "${PORT_OF[$t]}" "$TMP/$t"
+  log "$t ready on port ${PORT_OF[$t]}"
+done
+
+# One line per run: target,test,pipeline,rps,p50,p99
+RESULTS=$TMP/results.csv
+: >"$RESULTS"
+for ((round = 1; round <= ROUNDS; round++)); do
+  for p in "${PIPELINES[@]}"; do
+    for test in "${TESTS[@]}"; do
+      for t in "${TARGETS[@]}"; do
+        # redis-benchmark 7 --csv: "test","rps","avg_latency_ms","min_latency_ms",
+        # "p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
+        row=$(timeout "$RUN_TIMEOUT" redis-benchmark -p "${PORT_OF[$t]}" -t "$test" -P "$p" \
+          -c "$CLIENTS" -n "$N" -r "$KEYSPACE" -d "$DATASIZE" --csv 2>>"$TMP/benchmark.err" |
+          awk -F, 'NR > 1 && NF == 8 { gsub(/"/, ""); if ($2 > 0) print $2 "," $5 "," $7; exit }') || true
+        if [[ -z $row ]]; then
+          log "round $round/$ROUNDS $test P=$p $t: FAILED (see redis-benchmark errors below)"
+          tail -n 5 "$TMP/benchmark.err" >&2 || true
+          continue
+        fi
+        echo "$t,$test,$p,$row" >>"$RESULTS"
+        log "round $round/$ROUNDS $test P=$p $t: $row (rps,p50,p99)"
+      done
+    done
+  done
+done
+
+echo
+echo "machine: $(nproc) cpus, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)," \
+  "kernel $(uname -r), $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "redis-benchmark -c $CLIENTS -n $N -r $KEYSPACE -d $DATASIZE, median of $ROUNDS rounds;" \
+  "targets: ${TARGETS[*]}; $(redis-server --version | awk '{ sub("v=", "", $3); print "redis-server " $3 }')"
+echo
+awk -F, -v targets="${TARGETS[*]}" -v tests="${TESTS[*]}" -v pipes="${PIPELINES[*]}" '
+  # mawk has no asort: insertion sort of the few samples, then the middle.
+  function median(k, what,    n, i, j, v, tmp) {
+    n = count[k]
+    if (n == 0) return ""
+    for (i = 1; i <= n; i++) v[i] = val[k, what, i] + 0
+    for (i = 2; i <= n; i++)
+      for (j = i; j > 1 && v[j - 1] > v[j]; j--) { tmp = v[j]; v[j] = v[j - 1]; v[j - 1] = tmp }
+    return n % 2 ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+  }
+  function fmt(x, f) { return x == "" ? "-" : sprintf(f, x) }
+  {
+    k = $1 SUBSEP $2 SUBSEP $3
+    i = ++count[k]
+    val[k, "rps", i] = $4; val[k, "p50", i] = $5; val[k, "p99", i] = $6
+  }
+  END {
+    nt = split(targets, T, " "); ntest = split(tests, TS, " "); np = split(pipes, P, " ")
+    head = "| test | pipeline |"; line = "|---|---:|"
+    for (t = 1; t <= nt; t++) {
+      head = head sprintf(" %s rps | %s p50 ms | %s p99 ms |", T[t], T[t], T[t])
+      line = line "---:|---:|---:|"
+      if (t > 1) { head = head sprintf(" %s/%s rps |", T[t], T[1]); line = line "---:|" }
+    }
+    print head; print line
+    for (a = 1; a <= np; a++) for (b = 1; b <= ntest; b++) {
+      row = sprintf("| %s | %s |", TS[b], P[a])
+      for (t = 1; t <= nt; t++) {
+        k = T[t] SUBSEP TS[b] SUBSEP P[a]
+        rps[t] = median(k, "rps")
+        row = row sprintf(" %s | %s | %s |", fmt(rps[t], "%.0f"), fmt(median(k, "p50"), "%.3f"),
+          fmt(median(k, "p99"), "%.3f"))
+        if (t > 1) row = row " " (rps[t] == "" || rps[1] == "" ? "-" : sprintf("%.2f", rps[t] / rps[1])) " |"
+      }
+      print row
+    }
+  }' "$RESULTS"

@@ -1,0 +1,104 @@
+//! Background work: the expiry sweep and the once-a-second WAL sync of `--fsync everysec`.
+//!
+//! Reads never return an expired value, and compaction drops expired records, but neither
+//! makes DBSIZE or SCAN forget a key that nobody reads. The sweep walks each shard's expiry
+//! index (ordered by time) ten times a second and deletes what is due, at most a bounded batch
+//! per shard per pass so that a million keys expiring at once cannot stall writes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use ringkv_common::clock::now_ms;
+
+use crate::config::Fsync;
+use crate::layout::split_expiry_key;
+use crate::Storage;
+
+/// Most index entries one shard handles per pass.
+const BATCH: usize = 500;
+/// Time between passes.
+const PERIOD: Duration = Duration::from_millis(100);
+
+/// Tells the background thread to stop (set on shutdown).
+#[derive(Default)]
+pub(crate) struct StopFlag(AtomicBool);
+
+impl StopFlag {
+    pub(crate) fn stop(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    fn stopped(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Starts the background thread; it holds only a weak reference and ends with the store.
+pub(crate) fn start(storage: &Arc<Storage>) {
+    let weak: Weak<Storage> = Arc::downgrade(storage);
+    let spawned = std::thread::Builder::new()
+        .name("ringkv-expiry".into())
+        .spawn(move || {
+            let mut last_sync = Instant::now();
+            loop {
+                std::thread::sleep(PERIOD);
+                let Some(st) = weak.upgrade() else { return };
+                if st.stop.stopped() {
+                    return;
+                }
+                if let Err(e) = sweep(&st) {
+                    tracing::warn!(error = %e, "expiry sweep failed");
+                }
+                if st.fsync == Fsync::Everysec && last_sync.elapsed() >= Duration::from_secs(1) {
+                    last_sync = Instant::now();
+                    if let Err(e) = st.engine.sync_wal() {
+                        tracing::error!(error = %e, "WAL sync failed");
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the expiry thread: expired keys stay until read or compacted");
+    }
+}
+
+/// One pass over every shard's due index entries.
+pub(crate) fn sweep(st: &Storage) -> Result<u64, rocksdb::Error> {
+    let now = now_ms();
+    let mut removed = 0;
+    for shard in 0..st.shards() {
+        let mut due: Vec<(Vec<u8>, i64, Vec<u8>)> = Vec::new();
+        {
+            let mut iter = st.engine.expiry_iter(shard, now + 1);
+            while let Some((record_key, _)) = iter.current() {
+                if let Some((at, key)) = split_expiry_key(record_key) {
+                    due.push((record_key.to_vec(), at, key.to_vec()));
+                }
+                if due.len() >= BATCH {
+                    break;
+                }
+                iter.advance();
+            }
+            iter.status()?;
+        }
+        if due.is_empty() {
+            continue;
+        }
+        let _held = st.locks.lock_many(due.iter().map(|(_, _, key)| &key[..]));
+        let mut batch = st.engine.batch();
+        for (index_key, at, key) in &due {
+            // Delete the key only if it still carries this expiry; the entry goes either way.
+            if let Some(header) = st.engine.raw_header(shard, key)? {
+                if header.expire_at == *at && header.expired(now) {
+                    st.engine.delete(&mut batch, shard, key);
+                    removed += 1;
+                }
+            }
+            st.engine.delete_expiry_entry(&mut batch, shard, index_key);
+        }
+        st.engine.write(batch)?;
+    }
+    st.counters.expired.fetch_add(removed, Ordering::Relaxed);
+    Ok(removed)
+}

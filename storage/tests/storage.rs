@@ -1,0 +1,216 @@
+//! The engine through its one entry point, `Storage::execute`, on a real RocksDB on disk.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ringkv_common::command::resolve;
+use ringkv_common::resp::Reply;
+use ringkv_storage::{Fsync, Storage, StorageConfig, StorageError};
+
+fn open(dir: &std::path::Path, shards: u32) -> Arc<Storage> {
+    Storage::open(StorageConfig::new(dir, shards, false, Fsync::No)).expect("open storage")
+}
+
+fn run(st: &Storage, words: &[&str]) -> Reply {
+    let args: Vec<Bytes> = words
+        .iter()
+        .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+        .collect();
+    match resolve(&args) {
+        Ok(spec) => st.execute(spec, &args),
+        Err(reply) => reply,
+    }
+}
+
+fn bulk(s: &str) -> Reply {
+    Reply::Bulk(Bytes::copy_from_slice(s.as_bytes()))
+}
+
+#[test]
+fn set_get_survive_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let st = open(dir.path(), 16);
+        assert_eq!(run(&st, &["SET", "k", "v"]), Reply::Ok);
+        assert_eq!(run(&st, &["SET", "t", "v", "EX", "1000"]), Reply::Ok);
+        st.flush().expect("flush");
+    }
+    let st = open(dir.path(), 16);
+    assert_eq!(run(&st, &["GET", "k"]), bulk("v"));
+    assert!(matches!(run(&st, &["TTL", "t"]), Reply::Int(n) if n > 990));
+}
+
+#[test]
+fn reopening_with_another_shard_count_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(open(dir.path(), 16));
+    let err = Storage::open(StorageConfig::new(dir.path(), 32, false, Fsync::No)).err();
+    assert!(
+        matches!(
+            err,
+            Some(StorageError::ShardCount {
+                found: 16,
+                wanted: 32,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn expired_keys_are_never_read_and_are_swept_from_dbsize() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = open(dir.path(), 8);
+    for i in 0..50 {
+        assert_eq!(
+            run(&st, &["SET", &format!("gone:{i}"), "v", "PX", "50"]),
+            Reply::Ok
+        );
+    }
+    assert_eq!(run(&st, &["SET", "stays", "v"]), Reply::Ok);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        // Reads stop returning the value as soon as it expires, sweep or not.
+        let swept = st.stats().expired_keys;
+        if run(&st, &["GET", "gone:0"]) == Reply::Nil
+            && run(&st, &["DBSIZE"]) == Reply::Int(1)
+            && swept == 50
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expired keys still counted: {:?}",
+            run(&st, &["DBSIZE"])
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn scan_returns_every_key_exactly_once_across_pages() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = open(dir.path(), 32);
+    let mut expected = HashSet::new();
+    for i in 0..1000 {
+        let key = format!("key:{i}");
+        run(&st, &["SET", &key, "v"]);
+        expected.insert(key);
+    }
+    let mut seen = Vec::new();
+    let mut cursor = "0".to_string();
+    let mut pages = 0;
+    loop {
+        let Reply::Array(parts) = run(&st, &["SCAN", &cursor, "COUNT", "37"]) else {
+            panic!("scan reply")
+        };
+        let [Reply::Bulk(next), Reply::Array(keys)] = &parts[..] else {
+            panic!("scan shape {parts:?}")
+        };
+        for k in keys {
+            let Reply::Bulk(k) = k else {
+                panic!("key {k:?}")
+            };
+            seen.push(String::from_utf8_lossy(k).into_owned());
+        }
+        pages += 1;
+        cursor = String::from_utf8_lossy(next).into_owned();
+        if cursor == "0" {
+            break;
+        }
+        assert!(pages < 1000, "scan does not end");
+    }
+    assert!(pages > 10, "COUNT bounds each page");
+    assert_eq!(seen.len(), expected.len(), "no key twice");
+    assert_eq!(seen.into_iter().collect::<HashSet<_>>(), expected);
+}
+
+#[test]
+fn scan_filters_by_match_and_type() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = open(dir.path(), 4);
+    run(&st, &["MSET", "a:1", "x", "a:2", "x", "b:1", "x"]);
+    let Reply::Array(parts) = run(&st, &["SCAN", "0", "MATCH", "a:*", "COUNT", "100"]) else {
+        panic!()
+    };
+    let Reply::Array(keys) = &parts[1] else {
+        panic!()
+    };
+    assert_eq!(keys.len(), 2);
+    let Reply::Array(parts) = run(&st, &["SCAN", "0", "TYPE", "hash", "COUNT", "100"]) else {
+        panic!()
+    };
+    assert_eq!(parts[1], Reply::Array(vec![]));
+    assert_eq!(run(&st, &["SCAN", "x"]), Reply::error("ERR invalid cursor"));
+    assert_eq!(
+        run(&st, &["SCAN", "0", "COUNT", "0"]),
+        Reply::error("ERR syntax error")
+    );
+}
+
+#[test]
+fn rename_moves_value_and_ttl_across_shards() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = open(dir.path(), 64);
+    run(&st, &["SET", "from", "v", "EX", "500"]);
+    assert_eq!(run(&st, &["RENAME", "from", "to"]), Reply::Ok);
+    assert_eq!(run(&st, &["GET", "from"]), Reply::Nil);
+    assert_eq!(run(&st, &["GET", "to"]), bulk("v"));
+    assert!(matches!(run(&st, &["TTL", "to"]), Reply::Int(n) if n > 490));
+    assert_eq!(
+        run(&st, &["RENAME", "from", "to"]),
+        Reply::error("ERR no such key")
+    );
+}
+
+#[test]
+fn concurrent_incr_loses_no_update() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = open(dir.path(), 8);
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..500 {
+                    run(&st, &["INCR", "counter"]);
+                }
+            });
+        }
+    });
+    assert_eq!(run(&st, &["GET", "counter"]), bulk("4000"));
+}
+
+#[test]
+fn flushall_empties_every_shard() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = open(dir.path(), 8);
+    for i in 0..100 {
+        run(&st, &["SET", &format!("k{i}"), "v"]);
+    }
+    assert_eq!(run(&st, &["DBSIZE"]), Reply::Int(100));
+    assert_eq!(run(&st, &["FLUSHALL"]), Reply::Ok);
+    assert_eq!(run(&st, &["DBSIZE"]), Reply::Int(0));
+    assert_eq!(run(&st, &["RANDOMKEY"]), Reply::Nil);
+    assert_eq!(
+        run(&st, &["FLUSHALL", "bogus"]),
+        Reply::error("ERR syntax error")
+    );
+}
+
+#[test]
+fn in_memory_store_keeps_nothing_on_disk() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("mem");
+    let st = Storage::open(StorageConfig::new(&path, 4, true, Fsync::No)).expect("open in memory");
+    run(&st, &["SET", "k", "v"]);
+    assert_eq!(run(&st, &["GET", "k"]), bulk("v"));
+    let files: Vec<_> = std::fs::read_dir(&path)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        files.is_empty(),
+        "an in-memory store writes no files, found {files:?}"
+    );
+}

@@ -28,7 +28,8 @@ pub struct Engine {
     cfs: Vec<Arc<BoundColumnFamily<'static>>>,
     db: Arc<Db>,
     write_opts: WriteOptions,
-    _env: Option<Env>,
+    /// RocksDB's in-memory environment, when `--in-memory`: there is no log to sync.
+    env: Option<Env>,
 }
 
 /// Name of a shard's column family.
@@ -66,6 +67,8 @@ impl Engine {
         db_opts.set_max_background_jobs(4);
         db_opts.set_keep_log_file_num(4);
         db_opts.set_max_total_wal_size(512 << 20);
+        // RocksDB's in-memory environment cannot resolve relative paths.
+        let path = std::path::absolute(&config.dir).unwrap_or_else(|_| config.dir.clone());
         let env = if config.in_memory {
             let env = Env::mem_env().map_err(open_err)?;
             db_opts.set_env(&env);
@@ -88,7 +91,7 @@ impl Engine {
         cf_opts.set_level_compaction_dynamic_level_bytes(true);
 
         if !config.in_memory {
-            if let Ok(existing) = Db::list_cf(&db_opts, &config.dir) {
+            if let Ok(existing) = Db::list_cf(&db_opts, &path) {
                 let found = existing.iter().filter(|n| n.starts_with('s')).count() as u32;
                 if found != 0 && found != config.shards {
                     return Err(StorageError::ShardCount {
@@ -106,9 +109,7 @@ impl Engine {
         descriptors.extend(
             (0..config.shards).map(|s| ColumnFamilyDescriptor::new(cf_name(s), cf_opts.clone())),
         );
-        let db = Arc::new(
-            Db::open_cf_descriptors(&db_opts, &config.dir, descriptors).map_err(open_err)?,
-        );
+        let db = Arc::new(Db::open_cf_descriptors(&db_opts, &path, descriptors).map_err(open_err)?);
         db.put(SHARDS_META_KEY, config.shards.to_string())
             .map_err(open_err)?;
 
@@ -132,7 +133,7 @@ impl Engine {
             cfs,
             db,
             write_opts,
-            _env: env,
+            env,
         })
     }
 
@@ -243,11 +244,18 @@ impl Engine {
 
     /// Syncs the write-ahead log to disk.
     pub fn sync_wal(&self) -> Result<(), rocksdb::Error> {
+        if self.env.is_some() {
+            return Ok(());
+        }
         self.db.flush_wal(true)
     }
 
     /// Flushes every memtable and syncs the log: a clean shutdown.
     pub fn flush(&self) -> Result<(), rocksdb::Error> {
+        if self.env.is_some() {
+            // Nothing outlives an in-memory store; RocksDB's memory WAL cannot even sync.
+            return Ok(());
+        }
         let cfs: Vec<_> = self.cfs.iter().collect();
         self.db
             .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;

@@ -119,7 +119,7 @@ fn expire(
     let conditions = parse_conditions(&args[3..])?;
     let mut when = int_arg(&args[2])?;
     if seconds {
-        if when > i64::MAX / 1000 || when < i64::MIN / 1000 {
+        if !(i64::MIN / 1000..=i64::MAX / 1000).contains(&when) {
             return Err(invalid_expire(spec.name).into());
         }
         when *= 1000;

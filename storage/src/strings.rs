@@ -146,10 +146,7 @@ struct SetOptions {
 }
 
 /// Redis's `parseExtendedStringArgumentsOrReply`, for SET (`for_set`) and GETEX.
-fn parse_options<'a>(
-    args: &'a [Bytes],
-    for_set: bool,
-) -> Result<(SetOptions, Option<&'a Bytes>), Reply> {
+fn parse_options(args: &[Bytes], for_set: bool) -> Result<(SetOptions, Option<&Bytes>), Reply> {
     let mut o = SetOptions::default();
     let mut expire_arg = None;
     let mut j = if for_set { 3 } else { 2 };
@@ -238,6 +235,11 @@ fn set_with(
         _ => None,
     };
     let _guard = st.locks.lock(key);
+    if !(o.nx || o.xx || o.get || o.keepttl) {
+        // A plain SET replaces whatever is there: no read needed.
+        st.write_one(key, expire_at.unwrap_or(0), payload)?;
+        return Ok(Reply::Ok);
+    }
     let old = st.read(key, now)?;
     let found = old.is_some();
     if (o.nx && found) || (o.xx && !found) {
@@ -292,7 +294,7 @@ fn mget(st: &Storage, keys: &[Bytes]) -> Outcome {
 }
 
 fn mset(st: &Storage, pairs: &[Bytes], only_if_none_exist: bool) -> Outcome {
-    if pairs.len() % 2 != 0 {
+    if !pairs.len().is_multiple_of(2) {
         let name = if only_if_none_exist { "msetnx" } else { "mset" };
         return Ok(ringkv_common::command::wrong_arity(name));
     }

@@ -206,6 +206,20 @@ fn in_memory_store_keeps_nothing_on_disk() {
     let st = Storage::open(StorageConfig::new(&path, 4, true, Fsync::No)).expect("open in memory");
     run(&st, &["SET", "k", "v"]);
     assert_eq!(run(&st, &["GET", "k"]), bulk("v"));
+    st.flush().expect("a clean shutdown of an in-memory store");
+    // A relative directory works too (RocksDB's memory environment wants absolute paths).
+    let relative = Storage::open(StorageConfig::new(
+        "./ringkv-mem-test",
+        4,
+        true,
+        Fsync::Everysec,
+    ))
+    .expect("relative path");
+    assert_eq!(run(&relative, &["SET", "k", "v"]), Reply::Ok);
+    relative.flush().expect("flush");
+    let leftovers = std::fs::read_dir("./ringkv-mem-test").map(|d| d.count()).unwrap_or(0);
+    let _ = std::fs::remove_dir_all("./ringkv-mem-test");
+    assert_eq!(leftovers, 0, "an in-memory store writes no files");
     let files: Vec<_> = std::fs::read_dir(&path)
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();

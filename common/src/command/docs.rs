@@ -29,8 +29,17 @@ pub fn info_entry(spec: &CommandSpec) -> Reply {
         Vec::new()
     } else {
         let k = spec.keys;
-        let limit = 0;
+        let flags: &[&'static str] = if spec.has(flag::WRITE) {
+            &["RW", "update"]
+        } else {
+            &["RO", "access"]
+        };
+        let last = if k.last < 0 { k.last } else { k.last - k.first };
         vec![Reply::Map(vec![
+            (
+                bulk("flags"),
+                Reply::Set(flags.iter().map(|f| status(f)).collect()),
+            ),
             (
                 bulk("begin_search"),
                 Reply::Map(vec![
@@ -48,21 +57,20 @@ pub fn info_entry(spec: &CommandSpec) -> Reply {
                     (
                         bulk("spec"),
                         Reply::Map(vec![
-                            (
-                                bulk("lastkey"),
-                                Reply::Int(i64::from(if k.last < 0 {
-                                    k.last
-                                } else {
-                                    k.last - k.first
-                                })),
-                            ),
+                            (bulk("lastkey"), Reply::Int(last.into())),
                             (bulk("keystep"), Reply::Int(k.step.into())),
-                            (bulk("limit"), Reply::Int(limit)),
+                            (bulk("limit"), Reply::Int(0)),
                         ]),
                     ),
                 ]),
             ),
         ])]
+    };
+    // Redis sends an absent subcommand list as an empty set, a present one as an array.
+    let subcommands = if spec.subcommands.is_empty() {
+        Reply::Set(Vec::new())
+    } else {
+        Reply::Array(spec.subcommands.iter().map(info_entry).collect())
     };
     Reply::Array(vec![
         bulk(spec.name),
@@ -72,9 +80,9 @@ pub fn info_entry(spec: &CommandSpec) -> Reply {
         Reply::Int(spec.keys.last.into()),
         Reply::Int(spec.keys.step.into()),
         Reply::Set(categories),
-        Reply::Array(Vec::new()),
-        Reply::Array(key_specs),
-        Reply::Array(spec.subcommands.iter().map(info_entry).collect()),
+        Reply::Set(Vec::new()),
+        Reply::Set(key_specs),
+        subcommands,
     ])
 }
 

@@ -127,7 +127,8 @@ impl CommandSpec {
             last.min(argc - 1)
         };
         let (first, step) = (first.max(0), step.max(1));
-        let range = if first == 0 { 1..=0 } else { first..=last };
+        let (first, last) = if first == 0 { (1, 0) } else { (first, last) };
+        let range = first..=last;
         range.step_by(step as usize).map(|i| i as usize)
     }
 
@@ -227,6 +228,7 @@ const fn spec(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 const fn keyed(
     cmd: Cmd,
     name: &'static str,
@@ -255,6 +257,7 @@ const fn keyed(
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 const fn multi(
     cmd: Cmd,
     name: &'static str,
@@ -284,6 +287,7 @@ const fn multi(
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 const fn local(
     cmd: Cmd,
     name: &'static str,
@@ -308,6 +312,7 @@ const fn local(
     )
 }
 
+#[allow(clippy::too_many_arguments)]
 const fn all_shards(
     cmd: Cmd,
     name: &'static str,
@@ -333,155 +338,33 @@ const fn all_shards(
 
 const CONN: u32 = NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY;
 
+#[rustfmt::skip]
 static CLIENT_SUBCOMMANDS: [CommandSpec; 6] = [
-    local(
-        Cmd::ClientSetname,
-        "client|setname",
-        3,
-        NOSCRIPT | LOADING | STALE,
-        "connection",
-        "2.6.9",
-        "Sets the connection name.",
-        "connection-name",
-    ),
-    local(
-        Cmd::ClientGetname,
-        "client|getname",
-        2,
-        NOSCRIPT | LOADING | STALE,
-        "connection",
-        "2.6.9",
-        "Returns the name of the connection.",
-        "",
-    ),
-    local(
-        Cmd::ClientId,
-        "client|id",
-        2,
-        NOSCRIPT | LOADING | STALE,
-        "connection",
-        "5.0.0",
-        "Returns the unique client ID of the connection.",
-        "",
-    ),
-    local(
-        Cmd::ClientSetinfo,
-        "client|setinfo",
-        4,
-        NOSCRIPT | LOADING | STALE,
-        "connection",
-        "7.2.0",
-        "Sets information specific to the client or connection.",
-        "LIB-NAME libname | LIB-VER libver",
-    ),
-    local(
-        Cmd::ClientInfo,
-        "client|info",
-        2,
-        NOSCRIPT | LOADING | STALE,
-        "connection",
-        "6.2.0",
-        "Returns information about the connection.",
-        "",
-    ),
-    local(
-        Cmd::ClientHelp,
-        "client|help",
-        2,
-        LOADING | STALE,
-        "connection",
-        "5.0.0",
-        "Returns helpful text about the different subcommands.",
-        "",
-    ),
+    local(Cmd::ClientSetname, "client|setname", 3, NOSCRIPT | LOADING | STALE, "connection", "2.6.9", "Sets the connection name.", "connection-name"),
+    local(Cmd::ClientGetname, "client|getname", 2, NOSCRIPT | LOADING | STALE, "connection", "2.6.9", "Returns the name of the connection.", ""),
+    local(Cmd::ClientId, "client|id", 2, NOSCRIPT | LOADING | STALE, "connection", "5.0.0", "Returns the unique client ID of the connection.", ""),
+    local(Cmd::ClientSetinfo, "client|setinfo", 4, NOSCRIPT | LOADING | STALE, "connection", "7.2.0", "Sets information specific to the client or connection.", "LIB-NAME libname | LIB-VER libver"),
+    local(Cmd::ClientInfo, "client|info", 2, NOSCRIPT | LOADING | STALE, "connection", "6.2.0", "Returns information about the connection.", ""),
+    local(Cmd::ClientHelp, "client|help", 2, LOADING | STALE, "connection", "5.0.0", "Returns helpful text about the different subcommands.", ""),
 ];
 
+#[rustfmt::skip]
 static COMMAND_SUBCOMMANDS: [CommandSpec; 4] = [
-    local(
-        Cmd::CommandCount,
-        "command|count",
-        2,
-        LOADING | STALE,
-        "server",
-        "2.8.13",
-        "Returns a count of commands.",
-        "",
-    ),
-    local(
-        Cmd::CommandInfo,
-        "command|info",
-        -2,
-        LOADING | STALE,
-        "server",
-        "2.8.13",
-        "Returns information about one, multiple or all commands.",
-        "[command-name [command-name ...]]",
-    ),
-    local(
-        Cmd::CommandDocs,
-        "command|docs",
-        -2,
-        LOADING | STALE,
-        "server",
-        "7.0.0",
-        "Returns documentary information about one, multiple or all commands.",
-        "[command-name [command-name ...]]",
-    ),
-    local(
-        Cmd::CommandHelp,
-        "command|help",
-        2,
-        LOADING | STALE,
-        "server",
-        "5.0.0",
-        "Returns helpful text about the different subcommands.",
-        "",
-    ),
+    local(Cmd::CommandCount, "command|count", 2, LOADING | STALE, "server", "2.8.13", "Returns a count of commands.", ""),
+    local(Cmd::CommandInfo, "command|info", -2, LOADING | STALE, "server", "2.8.13", "Returns information about one, multiple or all commands.", "[command-name [command-name ...]]"),
+    local(Cmd::CommandDocs, "command|docs", -2, LOADING | STALE, "server", "7.0.0", "Returns documentary information about one, multiple or all commands.", "[command-name [command-name ...]]"),
+    local(Cmd::CommandHelp, "command|help", 2, LOADING | STALE, "server", "5.0.0", "Returns helpful text about the different subcommands.", ""),
 ];
 
+#[rustfmt::skip]
 static CONFIG_SUBCOMMANDS: [CommandSpec; 4] = [
-    local(
-        Cmd::ConfigGet,
-        "config|get",
-        -3,
-        ADMIN | NOSCRIPT | LOADING | STALE,
-        "server",
-        "2.0.0",
-        "Returns the effective values of configuration parameters.",
-        "parameter [parameter ...]",
-    ),
-    local(
-        Cmd::ConfigSet,
-        "config|set",
-        -4,
-        ADMIN | NOSCRIPT | LOADING | STALE,
-        "server",
-        "2.0.0",
-        "Sets configuration parameters in-flight.",
-        "parameter value [parameter value ...]",
-    ),
-    local(
-        Cmd::ConfigResetstat,
-        "config|resetstat",
-        2,
-        ADMIN | NOSCRIPT | LOADING | STALE,
-        "server",
-        "2.0.0",
-        "Resets the server's statistics.",
-        "",
-    ),
-    local(
-        Cmd::ConfigHelp,
-        "config|help",
-        2,
-        LOADING | STALE,
-        "server",
-        "5.0.0",
-        "Returns helpful text about the different subcommands.",
-        "",
-    ),
+    local(Cmd::ConfigGet, "config|get", -3, ADMIN | NOSCRIPT | LOADING | STALE, "server", "2.0.0", "Returns the effective values of configuration parameters.", "parameter [parameter ...]"),
+    local(Cmd::ConfigSet, "config|set", -4, ADMIN | NOSCRIPT | LOADING | STALE, "server", "2.0.0", "Sets configuration parameters in-flight.", "parameter value [parameter value ...]"),
+    local(Cmd::ConfigResetstat, "config|resetstat", 2, ADMIN | NOSCRIPT | LOADING | STALE, "server", "2.0.0", "Resets the server's statistics.", ""),
+    local(Cmd::ConfigHelp, "config|help", 2, LOADING | STALE, "server", "5.0.0", "Returns helpful text about the different subcommands.", ""),
 ];
 
+#[allow(clippy::too_many_arguments)]
 const fn container(
     cmd: Cmd,
     name: &'static str,
@@ -506,6 +389,7 @@ const fn dangerous(mut spec: CommandSpec) -> CommandSpec {
 }
 
 /// Every command ringkv serves.
+#[rustfmt::skip]
 pub static COMMANDS: &[CommandSpec] = &[
     // connection
     local(Cmd::Ping, "ping", -1, FAST, "connection", "1.0.0", "Returns the server's liveliness response.", "[message]"),

@@ -1,0 +1,94 @@
+//! Where commands that are not answered by the connection itself go.
+//!
+//! Today there is one place: the storage engine in this process. The cluster adds a `Remote`
+//! variant (pooled, pipelined connections to storage nodes, chosen by the shard map); every
+//! caller goes through these methods, so it is the only seam that changes. An enum rather
+//! than a trait object: the set is closed, and a match is cheaper than a virtual async call
+//! on the hot path.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ringkv_common::command::CommandSpec;
+use ringkv_common::resp::Reply;
+use ringkv_storage::{Storage, StorageStats};
+
+/// The engine behind the proxy.
+#[derive(Clone)]
+pub enum Backend {
+    /// The storage engine in this process (the standalone `ringkv`).
+    Local(Arc<Storage>),
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Backend::Local(_) => f.write_str("Backend::Local"),
+        }
+    }
+}
+
+/// The reply when the engine failed inside (a panic on a blocking thread): the client gets an
+/// error for that one command and the connection lives on.
+const INTERNAL: Reply = Reply::error("ERR internal error in the storage engine");
+
+impl Backend {
+    /// Runs one resolved, arity-checked command. A command that may wait for a disk sync
+    /// runs on a blocking thread, so concurrent writers share one sync and the runtime's
+    /// workers keep serving other connections meanwhile; the others run inline, which costs
+    /// no thread hop.
+    pub async fn execute(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Reply {
+        match self {
+            Backend::Local(storage) => {
+                if !storage.may_block(spec) {
+                    return storage.execute(spec, args);
+                }
+                let storage = Arc::clone(storage);
+                let args = args.to_vec();
+                tokio::task::spawn_blocking(move || storage.execute(spec, &args))
+                    .await
+                    .unwrap_or_else(|err| {
+                        tracing::error!(command = spec.name, %err, "storage engine failed");
+                        INTERNAL
+                    })
+            }
+        }
+    }
+
+    /// The engine's figures for INFO, or `None` if they could not be had. Counting keys walks
+    /// the shards, so it runs on a blocking thread.
+    pub async fn stats(&self) -> Option<StorageStats> {
+        match self {
+            Backend::Local(storage) => {
+                let storage = Arc::clone(storage);
+                match tokio::task::spawn_blocking(move || storage.stats()).await {
+                    Ok(stats) => Some(stats),
+                    Err(err) => {
+                        tracing::error!(%err, "storage stats failed");
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Makes everything acknowledged durable: called once on shutdown, after the last reply.
+    pub async fn flush(&self) -> Result<(), String> {
+        match self {
+            Backend::Local(storage) => {
+                let storage = Arc::clone(storage);
+                match tokio::task::spawn_blocking(move || storage.flush()).await {
+                    Ok(result) => result.map_err(|e| e.to_string()),
+                    Err(err) => Err(err.to_string()),
+                }
+            }
+        }
+    }
+
+    /// CONFIG RESETSTAT: zeroes the engine's hit, miss and expiry counters.
+    pub fn reset_stats(&self) {
+        match self {
+            Backend::Local(storage) => storage.reset_stats(),
+        }
+    }
+}

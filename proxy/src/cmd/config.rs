@@ -1,0 +1,255 @@
+//! CONFIG GET / SET / RESETSTAT / HELP over a small table of the parameters clients and tools
+//! ask Redis for. Nothing can be changed at run time: CONFIG SET accepts only values equal to
+//! the current ones (so `CONFIG SET save ""` from a test harness succeeds) and otherwise
+//! answers as Redis does for an immutable parameter.
+
+use bytes::Bytes;
+use ringkv_common::args::SYNTAX;
+use ringkv_common::resp::Reply;
+
+use super::{help_reply, quoted};
+use crate::context::{ServerContext, MAX_CLIENTS, TCP_KEEPALIVE_SECS};
+use ringkv_common::glob::{glob_match, is_pattern};
+
+/// Every parameter CONFIG GET knows, with its current value, in a fixed order. The names are
+/// Redis's, plus ringkv's own `shards` and `in-memory`.
+pub fn config_table(ctx: &ServerContext) -> Vec<(&'static str, String)> {
+    let s = &ctx.settings;
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_string();
+    vec![
+        ("bind", s.addr.ip().to_string()),
+        ("port", s.addr.port().to_string()),
+        ("dir", s.dir.display().to_string()),
+        ("databases", "1".into()),
+        ("save", String::new()),
+        ("appendonly", "no".into()),
+        ("appendfsync", s.fsync.name().into()),
+        ("maxmemory", "0".into()),
+        ("maxmemory-policy", "noeviction".into()),
+        ("maxclients", MAX_CLIENTS.to_string()),
+        ("timeout", "0".into()),
+        ("tcp-keepalive", TCP_KEEPALIVE_SECS.to_string()),
+        ("proto-max-bulk-len", ctx.limits.max_bulk_len.to_string()),
+        ("requirepass", String::new()),
+        ("cluster-enabled", "no".into()),
+        ("daemonize", "no".into()),
+        ("shards", s.shards.to_string()),
+        ("in-memory", yes_no(s.in_memory)),
+    ]
+}
+
+/// The parameters matching any of `patterns`, each once, in the order first matched. A
+/// pattern without glob characters is an exact, case-insensitive name and keeps the
+/// spelling it was asked with; a glob matches case-insensitively and gives the table's name.
+pub fn config_get(patterns: &[Bytes], table: &[(&'static str, String)]) -> Vec<(Bytes, Bytes)> {
+    let mut seen = vec![false; table.len()];
+    let mut found = Vec::new();
+    for pattern in patterns {
+        let exact = !is_pattern(pattern);
+        for (i, (name, value)) in table.iter().enumerate() {
+            if seen[i] {
+                continue;
+            }
+            let hit = if exact {
+                name.as_bytes().eq_ignore_ascii_case(pattern)
+            } else {
+                glob_match(pattern, name.as_bytes(), true)
+            };
+            if hit {
+                seen[i] = true;
+                let key = if exact {
+                    pattern.clone()
+                } else {
+                    Bytes::from_static(name.as_bytes())
+                };
+                found.push((key, Bytes::copy_from_slice(value.as_bytes())));
+            }
+        }
+    }
+    found
+}
+
+/// CONFIG GET parameter [parameter ...]: a map (a flat array in RESP2).
+pub fn get(patterns: &[Bytes], ctx: &ServerContext) -> Reply {
+    let table = config_table(ctx);
+    Reply::Map(
+        config_get(patterns, &table)
+            .into_iter()
+            .map(|(k, v)| (Reply::Bulk(k), Reply::Bulk(v)))
+            .collect(),
+    )
+}
+
+/// CONFIG SET parameter value [parameter value ...].
+pub fn set(pairs: &[Bytes], ctx: &ServerContext) -> Reply {
+    config_set(pairs, &config_table(ctx))
+}
+
+/// CONFIG SET against `table`, checked in Redis's order: pairs, then unknown names, then
+/// parameters that cannot change (here: any value but the current one), then duplicates.
+pub fn config_set(pairs: &[Bytes], table: &[(&'static str, String)]) -> Reply {
+    if pairs.len() & 1 == 1 {
+        return SYNTAX;
+    }
+    let position = |name: &[u8]| {
+        table
+            .iter()
+            .position(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
+    };
+    if let Some(unknown) = pairs
+        .chunks(2)
+        .map(|p| &p[0])
+        .find(|name| position(name).is_none())
+    {
+        return Reply::error_owned(format!(
+            "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
+            quoted(unknown)
+        ));
+    }
+    let mut seen = Vec::new();
+    for pair in pairs.chunks(2) {
+        let (name, value) = (&pair[0], &pair[1]);
+        let Some(i) = position(name) else { continue };
+        if !table[i].1.as_bytes().eq_ignore_ascii_case(value) {
+            return Reply::error_owned(format!(
+                "ERR CONFIG SET failed (possibly related to argument '{}') - can't set immutable config",
+                quoted(name)
+            ));
+        }
+        if seen.contains(&i) {
+            return Reply::error_owned(format!(
+                "ERR CONFIG SET failed (possibly related to argument '{}') - duplicate parameter",
+                quoted(name)
+            ));
+        }
+        seen.push(i);
+    }
+    Reply::Ok
+}
+
+/// CONFIG RESETSTAT: zeroes INFO's counters.
+pub fn resetstat(ctx: &ServerContext) -> Reply {
+    ctx.stats.reset();
+    ctx.backend.reset_stats();
+    Reply::Ok
+}
+
+/// CONFIG HELP.
+pub fn help(container: &[u8]) -> Reply {
+    help_reply(
+        container,
+        &[
+            "GET <pattern>",
+            "    Return parameters matching the glob-like <pattern> and their values.",
+            "SET <directive> <value>",
+            "    Set the configuration <directive> to <value>.",
+            "RESETSTAT",
+            "    Reset statistics reported by the INFO command.",
+        ],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Vec<(&'static str, String)> {
+        vec![
+            ("port", "6379".into()),
+            ("appendonly", "no".into()),
+            ("appendfsync", "everysec".into()),
+            ("save", String::new()),
+            ("maxmemory", "0".into()),
+        ]
+    }
+
+    fn get(patterns: &[&str]) -> Vec<(String, String)> {
+        let patterns: Vec<Bytes> = patterns
+            .iter()
+            .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+            .collect();
+        config_get(&patterns, &table())
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    String::from_utf8_lossy(&k).into_owned(),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn pair(k: &str, v: &str) -> (String, String) {
+        (k.to_string(), v.to_string())
+    }
+
+    #[test]
+    fn exact_names_keep_their_spelling() {
+        assert_eq!(get(&["PORT"]), vec![pair("PORT", "6379")]);
+        assert_eq!(get(&["nosuch"]), vec![]);
+        assert_eq!(get(&["save"]), vec![pair("save", "")]);
+    }
+
+    #[test]
+    fn globs_match_case_insensitively_and_give_table_names() {
+        assert_eq!(get(&["*FSYNC*"]), vec![pair("appendfsync", "everysec")]);
+        assert_eq!(
+            get(&["append*"]),
+            vec![pair("appendonly", "no"), pair("appendfsync", "everysec")]
+        );
+        assert_eq!(get(&["*"]).len(), 5);
+        assert_eq!(
+            get(&["p?rt", "[ms]a*"]),
+            vec![
+                pair("port", "6379"),
+                pair("save", ""),
+                pair("maxmemory", "0")
+            ]
+        );
+    }
+
+    #[test]
+    fn each_parameter_once() {
+        assert_eq!(get(&["port", "port", "p*"]), vec![pair("port", "6379")]);
+        assert_eq!(get(&["maxmemory", "*"]).len(), 5);
+        assert_eq!(get(&["maxmemory", "*"])[0], pair("maxmemory", "0"));
+    }
+
+    fn set(words: &[&str]) -> Reply {
+        let pairs: Vec<Bytes> = words
+            .iter()
+            .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+            .collect();
+        config_set(&pairs, &table())
+    }
+
+    fn err(reply: Reply) -> String {
+        match reply {
+            Reply::Error(e) => String::from_utf8_lossy(&e).into_owned(),
+            other => panic!("not an error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn set_accepts_only_the_current_values() {
+        assert_eq!(set(&["save", ""]), Reply::Ok);
+        assert_eq!(set(&["APPENDONLY", "NO", "port", "6379"]), Reply::Ok);
+        assert_eq!(err(set(&["save", "", "port"])), "ERR syntax error");
+        assert_eq!(
+            err(set(&["foo", "1"])),
+            "ERR Unknown option or number of arguments for CONFIG SET - 'foo'"
+        );
+        assert_eq!(
+            err(set(&["port", "1", "foo", "1"])),
+            "ERR Unknown option or number of arguments for CONFIG SET - 'foo'"
+        );
+        assert_eq!(
+            err(set(&["maxmemory", "100mb"])),
+            "ERR CONFIG SET failed (possibly related to argument 'maxmemory') - can't set immutable config"
+        );
+        assert_eq!(
+            err(set(&["save", "", "SAVE", ""])),
+            "ERR CONFIG SET failed (possibly related to argument 'SAVE') - duplicate parameter"
+        );
+    }
+}

@@ -1,0 +1,85 @@
+//! Commands the proxy answers itself (route `Local` in the command table), one file per
+//! family: connection (PING, ECHO, HELLO, QUIT, RESET, SELECT), CLIENT, COMMAND, CONFIG, INFO
+//! and TIME. Each handler takes the already resolved arguments and returns a [`Reply`]; none
+//! touches the socket.
+
+mod client;
+mod command;
+mod config;
+mod connection;
+mod info;
+mod time;
+
+use bytes::Bytes;
+use ringkv_common::command::{Cmd, CommandSpec};
+use ringkv_common::resp::Reply;
+
+use crate::context::ServerContext;
+use crate::session::Session;
+
+/// Runs a `Local` command. `resolve` has checked the arity against the table, so the
+/// argument indexes below are in bounds.
+pub async fn run(
+    spec: &'static CommandSpec,
+    args: &[Bytes],
+    session: &mut Session,
+    ctx: &ServerContext,
+) -> Reply {
+    match spec.cmd {
+        Cmd::Ping => connection::ping(args),
+        Cmd::Echo => Reply::Bulk(args[1].clone()),
+        Cmd::Hello => connection::hello(args, session),
+        Cmd::Quit => {
+            session.closing = true;
+            Reply::Ok
+        }
+        Cmd::Reset => {
+            session.reset();
+            Reply::status("RESET")
+        }
+        Cmd::Select => connection::select(&args[1]),
+        Cmd::ClientSetname => client::setname(&args[2], session),
+        Cmd::ClientGetname => session.name.clone().map_or(Reply::Nil, Reply::Bulk),
+        Cmd::ClientId => Reply::Int(session.id as i64),
+        Cmd::ClientSetinfo => client::setinfo(&args[2], &args[3], session),
+        Cmd::ClientInfo => Reply::Verbatim(client::info_line(session).into()),
+        Cmd::ClientHelp => client::help(&args[0]),
+        Cmd::Command => command::all_info(),
+        Cmd::CommandCount => command::count(),
+        Cmd::CommandInfo => command::info(&args[2..]),
+        Cmd::CommandDocs => command::docs(&args[2..]),
+        Cmd::CommandHelp => command::help(&args[0]),
+        Cmd::ConfigGet => config::get(&args[2..], ctx),
+        Cmd::ConfigSet => config::set(&args[2..], ctx),
+        Cmd::ConfigResetstat => config::resetstat(ctx),
+        Cmd::ConfigHelp => config::help(&args[0]),
+        Cmd::Info => info::info(&args[1..], ctx).await,
+        Cmd::Time => time::time(),
+        // The table routes nothing else here; a new Local entry without a handler says so
+        // instead of taking the connection down.
+        other => Reply::error_owned(format!(
+            "ERR '{}' is not served by the proxy ({other:?})",
+            spec.name
+        )),
+    }
+}
+
+/// A HELP reply in Redis's shape: a title naming the container as the client typed it (upper
+/// case), the given lines, then HELP's own entry, all as status lines.
+pub fn help_reply(container: &[u8], lines: &[&'static str]) -> Reply {
+    let name = String::from_utf8_lossy(container).to_ascii_uppercase();
+    let mut out = Vec::with_capacity(lines.len() + 3);
+    out.push(Reply::Status(
+        format!("{name} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:").into(),
+    ));
+    out.extend(lines.iter().map(|line| Reply::status(line)));
+    out.push(Reply::status("HELP"));
+    out.push(Reply::status("    Prints this help."));
+    Reply::Array(out)
+}
+
+/// An argument as text for an error message that quotes it (invalid UTF-8 is replaced,
+/// where C's `%s` would print the raw bytes).
+pub(crate) fn quoted(arg: &[u8]) -> String {
+    String::from_utf8_lossy(arg).into_owned()
+}

@@ -1,0 +1,183 @@
+//! One client connection: bytes in, requests out to the dispatcher, replies back, in order.
+//!
+//! Pipelining is served in batches: after each read, every complete request in the buffer is
+//! parsed and run in order, every reply is encoded into one output buffer, and that buffer is
+//! written with one `write` (a pipeline of 100 GETs costs one read and one write syscall,
+//! not a hundred of each). Arguments are slices of the read buffer (no copy), and the
+//! argument vector is reused from request to request, so a request costs no allocation beyond
+//! its reply's.
+
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use ringkv_common::resp::{Parsed, Reply, RequestParser};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::context::{ServerContext, TCP_KEEPALIVE_SECS};
+use crate::dispatch::dispatch;
+use crate::session::Session;
+use crate::shutdown::Shutdown;
+use crate::stats::{BatchCounts, ClientGuard};
+
+/// Initial read buffer: Redis's default query buffer chunk. Most requests are far smaller,
+/// so one read usually takes a whole pipeline batch; larger requests grow it as needed.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Read into the buffer only with at least this much room, so that reads stay large.
+const MIN_READ_ROOM: usize = 4 * 1024;
+
+/// Write the replies gathered so far once they reach this size, even mid-batch, so a huge
+/// pipeline does not hold all of its replies in memory at once.
+const FLUSH_AT: usize = 256 * 1024;
+
+/// Buffers that grew past this for one large request or reply are given back once empty,
+/// so an idle connection does not keep megabytes.
+const SHRINK_ABOVE: usize = 1024 * 1024;
+
+/// What a batch leaves the connection to do.
+enum Next {
+    /// Read more requests.
+    Read,
+    /// Write what is buffered, then close (QUIT, or a protocol error).
+    Close,
+}
+
+/// A client connection and its buffers.
+pub struct Connection {
+    stream: TcpStream,
+    input: BytesMut,
+    output: BytesMut,
+    parser: RequestParser,
+    /// The arguments of the request being parsed; cleared, not freed, between requests.
+    args: Vec<Bytes>,
+    session: Session,
+    counts: BatchCounts,
+}
+
+/// Serves one accepted client until it disconnects, sends QUIT, breaks the protocol, or the
+/// server shuts down (after finishing the batch in progress).
+pub async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, mut shutdown: Shutdown) {
+    let _client = ClientGuard::new(&ctx.stats);
+    let mut conn = match Connection::new(stream, &ctx) {
+        Ok(conn) => conn,
+        Err(err) => {
+            tracing::debug!(%err, "connection lost before it started");
+            return;
+        }
+    };
+    let peer = conn.session.peer;
+    match conn.run(&ctx, &mut shutdown).await {
+        Ok(()) => tracing::debug!(%peer, id = conn.session.id, "client closed"),
+        Err(err) => tracing::debug!(%peer, id = conn.session.id, %err, "client connection error"),
+    }
+}
+
+impl Connection {
+    /// Sets the socket up (no Nagle delay: replies go out as soon as they are written;
+    /// keepalive probes to notice dead peers) and starts a session.
+    pub fn new(stream: TcpStream, ctx: &ServerContext) -> io::Result<Connection> {
+        stream.set_nodelay(true)?;
+        let keepalive =
+            socket2::TcpKeepalive::new().with_time(Duration::from_secs(TCP_KEEPALIVE_SECS));
+        if let Err(err) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+            tracing::debug!(%err, "cannot enable TCP keepalive");
+        }
+        let session = Session::new(
+            stream.peer_addr()?,
+            stream.local_addr()?,
+            stream.as_raw_fd(),
+        );
+        Ok(Connection {
+            stream,
+            input: BytesMut::with_capacity(READ_CHUNK),
+            output: BytesMut::with_capacity(READ_CHUNK),
+            parser: RequestParser::new(ctx.limits),
+            args: Vec::with_capacity(8),
+            session,
+            counts: BatchCounts::default(),
+        })
+    }
+
+    /// Reads, runs and answers batches until the connection ends.
+    async fn run(&mut self, ctx: &ServerContext, shutdown: &mut Shutdown) -> io::Result<()> {
+        loop {
+            if self.input.capacity() - self.input.len() < MIN_READ_ROOM {
+                self.input.reserve(READ_CHUNK);
+            }
+            let read = tokio::select! {
+                biased;
+                () = shutdown.recv() => return Ok(()),
+                read = self.stream.read_buf(&mut self.input) => read?,
+            };
+            if read == 0 {
+                return Ok(());
+            }
+            self.counts.input_bytes += read as u64;
+            let next = self.run_batch(ctx).await?;
+            self.flush(ctx).await?;
+            if matches!(next, Next::Close) || shutdown.is_shutdown() {
+                return Ok(());
+            }
+            if self.input.is_empty() && self.input.capacity() > SHRINK_ABOVE {
+                self.input = BytesMut::with_capacity(READ_CHUNK);
+            }
+        }
+    }
+
+    /// Runs every complete request in the input buffer, encoding the replies in order.
+    async fn run_batch(&mut self, ctx: &ServerContext) -> io::Result<Next> {
+        loop {
+            match self.parser.parse(&mut self.input, &mut self.args) {
+                Ok(Parsed::Request) => {
+                    let outcome = dispatch(&mut self.session, ctx, &self.args).await;
+                    self.args.clear();
+                    self.counts.commands += u64::from(outcome.ran);
+                    self.push(&outcome.reply);
+                    if self.session.closing {
+                        return Ok(Next::Close);
+                    }
+                    if self.output.len() >= FLUSH_AT {
+                        self.flush(ctx).await?;
+                    }
+                }
+                Ok(Parsed::Empty) => self.args.clear(),
+                // A partly received request keeps its arguments for the next read.
+                Ok(Parsed::Incomplete) => return Ok(Next::Read),
+                Err(err) => {
+                    tracing::debug!(peer = %self.session.peer, %err, "protocol error, closing");
+                    self.push(&Reply::error_owned(format!("ERR {err}")));
+                    return Ok(Next::Close);
+                }
+            }
+        }
+    }
+
+    /// Encodes a reply in the session's protocol (after the command ran: HELLO 3's own reply
+    /// is already RESP3).
+    fn push(&mut self, reply: &Reply) {
+        self.counts.errors += u64::from(reply.is_error());
+        reply.encode(self.session.protocol, &mut self.output);
+    }
+
+    /// Writes the buffered replies and adds the batch's figures to the server's counters.
+    async fn flush(&mut self, ctx: &ServerContext) -> io::Result<()> {
+        let counts = std::mem::take(&mut self.counts);
+        let written = self.output.len();
+        ctx.stats.add_batch(BatchCounts {
+            output_bytes: written as u64,
+            ..counts
+        });
+        if written > 0 {
+            self.stream.write_all(&self.output).await?;
+            self.output.clear();
+            if self.output.capacity() > SHRINK_ABOVE {
+                self.output = BytesMut::with_capacity(READ_CHUNK);
+            }
+        }
+        Ok(())
+    }
+}

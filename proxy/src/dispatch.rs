@@ -1,0 +1,39 @@
+//! From a request's arguments to its reply: look the command up in the table (which checks
+//! the arity and gives Redis's unknown-command errors), then answer it here if its route is
+//! `Local`, or hand it to the backend.
+//!
+//! This layer knows commands but not bytes: the connection parses and encodes, the backend
+//! stores.
+
+use bytes::Bytes;
+use ringkv_common::command::{self, Route};
+use ringkv_common::resp::Reply;
+
+use crate::cmd;
+use crate::context::ServerContext;
+use crate::session::Session;
+
+/// The reply to one request, and whether a command ran (unknown commands and wrong arity
+/// are not counted in `total_commands_processed`, as in Redis).
+#[derive(Debug)]
+pub struct Outcome {
+    /// What to send back.
+    pub reply: Reply,
+    /// Whether the command was found and run.
+    pub ran: bool,
+}
+
+/// Runs one request. `args` is not empty (the parser never yields an empty request).
+pub async fn dispatch(session: &mut Session, ctx: &ServerContext, args: &[Bytes]) -> Outcome {
+    let spec = match command::resolve(args) {
+        Ok(spec) => spec,
+        Err(reply) => return Outcome { reply, ran: false },
+    };
+    let reply = match spec.route {
+        Route::Local => cmd::run(spec, args, session, ctx).await,
+        Route::SingleShard | Route::MultiKey | Route::AllShards => {
+            ctx.backend.execute(spec, args).await
+        }
+    };
+    Outcome { reply, ran: true }
+}

@@ -1,0 +1,33 @@
+//! ringkv-proxy: the client-facing server of ringkv, and the standalone `ringkv` binary.
+//!
+//! Data flows one way through these modules:
+//! socket → [`connection`] → [`dispatch`] → [`cmd`] or [`backend`] → reply → socket.
+//!
+//! - [`config`]: the command line, validated once at start; bad values name their flag.
+//! - [`server`]: the listener and accept loop; stops accepting on a signal, drains, flushes.
+//! - [`shutdown`]: shutdown as a type, which every connection task holds until it ends.
+//! - [`connection`]: one task per client: reads a batch of pipelined requests, runs them in
+//!   order, writes all their replies at once.
+//! - [`session`]: per-connection state (protocol version, client id and name).
+//! - [`dispatch`]: looks a request up in the command table and routes it.
+//! - [`cmd`]: the commands the proxy answers itself (PING, HELLO, CLIENT, COMMAND, CONFIG,
+//!   INFO, TIME…).
+//! - [`backend`]: where every other command goes; today the in-process storage engine, in a
+//!   cluster the remote storage nodes.
+//! - [`context`]: what all connections share: settings, counters, backend.
+//! - [`stats`]: lock-free counters for INFO.
+//! - [`process`]: facts about this process for INFO (memory, CPU, OS).
+
+#![warn(missing_docs)]
+
+pub mod backend;
+pub mod cmd;
+pub mod config;
+pub mod connection;
+pub mod context;
+pub mod dispatch;
+pub mod process;
+pub mod server;
+pub mod session;
+pub mod shutdown;
+pub mod stats;

@@ -1,0 +1,145 @@
+//! The listener: accepts clients, one task each, until told to stop; then drains the
+//! connections and flushes the engine.
+//!
+//! Stopping is ordered so that nothing acknowledged is lost: first no new connections, then
+//! every connection finishes the batch it is running and writes its replies, then the
+//! backend is flushed, and only then does `run` return.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::backend::Backend;
+use crate::config::Config;
+use crate::connection;
+use crate::context::{ServerContext, Settings, MAX_CLIENTS};
+use crate::shutdown::ShutdownController;
+
+/// How long shutdown waits for connections to finish their current batch before flushing
+/// anyway: long enough for any single batch, short enough for a service manager's timeout.
+const DRAIN_GRACE: Duration = Duration::from_secs(10);
+
+/// Redis's reply to a connection over `maxclients`, sent before closing it.
+const TOO_MANY_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// A bound listener and the state its connections will share.
+#[derive(Debug)]
+pub struct Server {
+    listener: TcpListener,
+    ctx: Arc<ServerContext>,
+}
+
+/// Why the server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The address cannot be listened on (in use, not local, no permission).
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// The engine could not make the last writes durable.
+    #[error("flushing the storage engine failed: {0}")]
+    Flush(String),
+}
+
+impl Server {
+    /// Listens on the configured address; connections are accepted once [`Server::run`]
+    /// starts.
+    pub async fn bind(config: &Config, backend: Backend) -> Result<Server, ServerError> {
+        let addr = SocketAddr::new(config.bind, config.port);
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let ctx = Arc::new(ServerContext::new(Settings::new(config, local), backend));
+        Ok(Server { listener, ctx })
+    }
+
+    /// The address actually listened on (the chosen port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.ctx.settings.addr
+    }
+
+    /// The state shared by the connections.
+    pub fn context(&self) -> &Arc<ServerContext> {
+        &self.ctx
+    }
+
+    /// Serves clients until `stop` completes (e.g. [`crate::shutdown::terminate_signal`]),
+    /// then drains the connections and flushes the backend.
+    pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), ServerError> {
+        let Server { listener, ctx } = self;
+        let controller = ShutdownController::new();
+        let sampler = tokio::spawn({
+            let ctx = Arc::clone(&ctx);
+            async move { ctx.stats.sample_ops().await }
+        });
+        tokio::select! {
+            () = accept_loop(&listener, &ctx, &controller) => {}
+            () = stop => {}
+        }
+        drop(listener);
+        let clients = ctx.stats.connected_clients.load(Relaxed);
+        tracing::info!(
+            clients,
+            "shutting down: no new connections, finishing requests in progress"
+        );
+        if !controller.shutdown(DRAIN_GRACE).await {
+            tracing::warn!(grace = ?DRAIN_GRACE, "some connections did not finish in time");
+        }
+        sampler.abort();
+        ctx.backend.flush().await.map_err(ServerError::Flush)?;
+        tracing::info!("storage flushed, bye");
+        Ok(())
+    }
+}
+
+/// Accepts forever; a failed accept (out of file descriptors, usually) is logged and retried
+/// after a pause rather than ending the server.
+async fn accept_loop(
+    listener: &TcpListener,
+    ctx: &Arc<ServerContext>,
+    controller: &ShutdownController,
+) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                backoff = Duration::from_millis(10);
+                if ctx.stats.connected_clients.load(Relaxed) >= MAX_CLIENTS {
+                    reject(stream, ctx);
+                    continue;
+                }
+                tokio::spawn(connection::serve(
+                    stream,
+                    Arc::clone(ctx),
+                    controller.subscribe(),
+                ));
+            }
+            Err(err) => {
+                tracing::warn!(%err, "accept failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Turns a connection away over maxclients, telling it why, as Redis does.
+fn reject(mut stream: TcpStream, ctx: &ServerContext) {
+    ctx.stats.rejected_connections.fetch_add(1, Relaxed);
+    tokio::spawn(async move {
+        let _ = stream.write_all(TOO_MANY_CLIENTS).await;
+    });
+}

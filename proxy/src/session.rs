@@ -1,0 +1,137 @@
+//! Per-connection state: what HELLO, CLIENT and SELECT change, and what CLIENT INFO shows.
+//!
+//! A session belongs to its connection's task alone, so none of it is shared or locked.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use ringkv_common::resp::Protocol;
+
+/// The next client id. Ids are never reused within a process, as Redis's, so CLIENT ID is a
+/// safe handle for a connection.
+static NEXT_CLIENT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The state of one client connection.
+#[derive(Debug)]
+pub struct Session {
+    /// Unique id (CLIENT ID, HELLO's `id`).
+    pub id: u64,
+    /// The protocol replies are encoded in: RESP2 until `HELLO 3`.
+    pub protocol: Protocol,
+    /// CLIENT SETNAME / HELLO SETNAME; `None` when unset.
+    pub name: Option<Bytes>,
+    /// CLIENT SETINFO LIB-NAME.
+    pub lib_name: Option<Bytes>,
+    /// CLIENT SETINFO LIB-VER.
+    pub lib_ver: Option<Bytes>,
+    /// The selected database: always 0, the only one there is.
+    pub db: u32,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The local address the client connected to.
+    pub local: SocketAddr,
+    /// The socket's file descriptor, shown by CLIENT INFO.
+    pub fd: i32,
+    /// When the connection was accepted.
+    pub connected_at: Instant,
+    /// Set by QUIT: close once the replies so far are written.
+    pub closing: bool,
+}
+
+impl Session {
+    /// A fresh session with the next client id.
+    pub fn new(peer: SocketAddr, local: SocketAddr, fd: i32) -> Session {
+        Session {
+            id: NEXT_CLIENT_ID.fetch_add(1, Ordering::Relaxed),
+            protocol: Protocol::Resp2,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            db: 0,
+            peer,
+            local,
+            fd,
+            connected_at: Instant::now(),
+            closing: false,
+        }
+    }
+
+    /// RESET: back to RESP2, database 0, no name. The library name and version stay, as in
+    /// Redis, since they still describe the client behind the connection.
+    pub fn reset(&mut self) {
+        self.protocol = Protocol::Resp2;
+        self.name = None;
+        self.db = 0;
+    }
+
+    /// Sets (or, with an empty value, clears) the name. Validate first with
+    /// [`valid_client_attr`]. The bytes are copied so the name does not pin the read buffer.
+    pub fn set_name(&mut self, name: &[u8]) {
+        self.name = stored(name);
+    }
+}
+
+/// Whether a client name, library name or library version can be shown by CLIENT INFO /
+/// CLIENT LIST, whose fields are split on spaces: only printable ASCII without spaces, as
+/// Redis checks.
+pub fn valid_client_attr(value: &[u8]) -> bool {
+    value.iter().all(|&b| (b'!'..=b'~').contains(&b))
+}
+
+/// An attribute as stored: `None` for the empty string (which clears it), else an owned copy.
+pub fn stored(value: &[u8]) -> Option<Bytes> {
+    (!value.is_empty()).then(|| Bytes::copy_from_slice(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> Session {
+        let addr: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        Session::new(addr, addr, 3)
+    }
+
+    #[test]
+    fn ids_are_unique_and_increasing() {
+        let (a, b) = (session(), session());
+        assert!(b.id > a.id);
+    }
+
+    #[test]
+    fn client_names_allow_printable_ascii_only() {
+        assert!(valid_client_attr(b"my-app:worker_1"));
+        assert!(valid_client_attr(b""));
+        for bad in [
+            &b"a b"[..],
+            b"a\nb",
+            b"tab\t",
+            b"\x7f",
+            "é".as_bytes(),
+            b"\0",
+        ] {
+            assert!(!valid_client_attr(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn reset_keeps_library_info() {
+        let mut s = session();
+        s.protocol = Protocol::Resp3;
+        s.set_name(b"n");
+        s.lib_name = stored(b"redis-py");
+        s.reset();
+        assert_eq!((s.protocol, s.name.is_none()), (Protocol::Resp2, true));
+        assert_eq!(s.lib_name.as_deref(), Some(&b"redis-py"[..]));
+    }
+
+    #[test]
+    fn empty_name_clears() {
+        let mut s = session();
+        s.set_name(b"x");
+        s.set_name(b"");
+        assert!(s.name.is_none());
+    }
+}

@@ -1,0 +1,164 @@
+//! Server-wide counters for INFO, kept in atomics so that no connection ever waits on
+//! another to count. Connections add once per batch, not once per command, so that a busy
+//! pipeline touches these shared cache lines rarely.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// How often instantaneous_ops_per_sec is sampled, and over how many samples it is averaged:
+/// Redis's 100 ms and 16 samples, so the figure reads the same as redis-server's.
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+const SAMPLES: usize = 16;
+
+/// The counters behind INFO's clients and stats sections.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Clients connected now.
+    pub connected_clients: AtomicU64,
+    /// Connections accepted since start (or CONFIG RESETSTAT).
+    pub connections_received: AtomicU64,
+    /// Connections refused because maxclients was reached.
+    pub rejected_connections: AtomicU64,
+    /// Commands run (unknown commands and arity errors are not counted, as in Redis).
+    pub commands_processed: AtomicU64,
+    /// Error replies sent.
+    pub error_replies: AtomicU64,
+    /// Bytes read from clients.
+    pub net_input_bytes: AtomicU64,
+    /// Bytes written to clients.
+    pub net_output_bytes: AtomicU64,
+    /// The last computed instantaneous_ops_per_sec.
+    ops_per_sec: AtomicU64,
+}
+
+/// What one batch of requests adds to the counters.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BatchCounts {
+    /// Commands run.
+    pub commands: u64,
+    /// Error replies.
+    pub errors: u64,
+    /// Bytes read.
+    pub input_bytes: u64,
+    /// Bytes written.
+    pub output_bytes: u64,
+}
+
+impl Stats {
+    /// Adds a batch's figures: a few relaxed atomic adds per batch, none per command.
+    pub fn add_batch(&self, counts: BatchCounts) {
+        if counts.commands > 0 {
+            self.commands_processed.fetch_add(counts.commands, Relaxed);
+        }
+        if counts.errors > 0 {
+            self.error_replies.fetch_add(counts.errors, Relaxed);
+        }
+        if counts.input_bytes > 0 {
+            self.net_input_bytes.fetch_add(counts.input_bytes, Relaxed);
+        }
+        if counts.output_bytes > 0 {
+            self.net_output_bytes
+                .fetch_add(counts.output_bytes, Relaxed);
+        }
+    }
+
+    /// Commands per second, averaged over the last 1.6 seconds.
+    pub fn ops_per_sec(&self) -> u64 {
+        self.ops_per_sec.load(Relaxed)
+    }
+
+    /// CONFIG RESETSTAT: zeroes the counters (not the connected_clients gauge).
+    pub fn reset(&self) {
+        for counter in [
+            &self.connections_received,
+            &self.rejected_connections,
+            &self.commands_processed,
+            &self.error_replies,
+            &self.net_input_bytes,
+            &self.net_output_bytes,
+            &self.ops_per_sec,
+        ] {
+            counter.store(0, Relaxed);
+        }
+    }
+
+    /// Samples the command counter forever (spawn it; it ends with the runtime) to keep
+    /// instantaneous_ops_per_sec current.
+    pub async fn sample_ops(&self) {
+        let mut ring = [0u64; SAMPLES];
+        let mut next = 0usize;
+        let mut last = self.commands_processed.load(Relaxed);
+        let mut interval = tokio::time::interval(SAMPLE_EVERY);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_at = tokio::time::Instant::now();
+        loop {
+            interval.tick().await;
+            let now = tokio::time::Instant::now();
+            let total = self.commands_processed.load(Relaxed);
+            let elapsed_ms = now.duration_since(last_at).as_millis().max(1) as u64;
+            ring[next] = total.saturating_sub(last) * 1000 / elapsed_ms;
+            next = (next + 1) % SAMPLES;
+            (last, last_at) = (total, now);
+            self.ops_per_sec
+                .store(ring.iter().sum::<u64>() / SAMPLES as u64, Relaxed);
+        }
+    }
+}
+
+/// Decrements connected_clients when a connection ends, however it ends (a panic included).
+#[derive(Debug)]
+pub struct ClientGuard<'a>(&'a Stats);
+
+impl<'a> ClientGuard<'a> {
+    /// Counts a new connection.
+    pub fn new(stats: &'a Stats) -> Self {
+        stats.connected_clients.fetch_add(1, Relaxed);
+        stats.connections_received.fetch_add(1, Relaxed);
+        ClientGuard(stats)
+    }
+}
+
+impl Drop for ClientGuard<'_> {
+    fn drop(&mut self) {
+        self.0.connected_clients.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reset_zeroes_counters_but_not_the_client_gauge() {
+        let stats = Stats::default();
+        let _guard = ClientGuard::new(&stats);
+        stats.add_batch(BatchCounts {
+            commands: 5,
+            errors: 1,
+            input_bytes: 20,
+            output_bytes: 10,
+        });
+        assert_eq!(stats.net_input_bytes.load(Relaxed), 20);
+        stats.reset();
+        assert_eq!(stats.commands_processed.load(Relaxed), 0);
+        assert_eq!(stats.error_replies.load(Relaxed), 0);
+        assert_eq!(stats.connections_received.load(Relaxed), 0);
+        assert_eq!(
+            stats.connected_clients.load(Relaxed),
+            1,
+            "a gauge survives RESETSTAT"
+        );
+    }
+
+    #[test]
+    fn guard_counts_connections() {
+        let stats = Stats::default();
+        {
+            let _a = ClientGuard::new(&stats);
+            let _b = ClientGuard::new(&stats);
+            assert_eq!(stats.connected_clients.load(Relaxed), 2);
+        }
+        assert_eq!(stats.connected_clients.load(Relaxed), 0);
+        assert_eq!(stats.connections_received.load(Relaxed), 2);
+    }
+}

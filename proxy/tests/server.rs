@@ -1,0 +1,341 @@
+//! The server end to end over TCP, byte for byte: pipelining, protocol errors, QUIT, HELLO,
+//! the proxy's own commands, and graceful shutdown. Each test starts its own server on a
+//! free port with its own data directory.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ringkv_proxy::backend::Backend;
+use ringkv_proxy::config::Config;
+use ringkv_proxy::server::Server;
+use ringkv_storage::{Fsync, Storage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+struct TestServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ringkv_proxy::server::ServerError>>,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> TestServer {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config {
+        bind: "127.0.0.1".parse().expect("ip"),
+        port: 0,
+        dir: dir.path().to_path_buf(),
+        shards: 4,
+        in_memory: false,
+        fsync: Fsync::No,
+    };
+    let storage_config = config.storage();
+    let storage = tokio::task::spawn_blocking(move || Storage::open(storage_config))
+        .await
+        .expect("join")
+        .expect("open");
+    let server = Server::bind(&config, Backend::Local(storage))
+        .await
+        .expect("bind");
+    let addr = server.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    TestServer {
+        addr,
+        stop: Some(stop),
+        task,
+        _dir: dir,
+    }
+}
+
+impl TestServer {
+    async fn client(&self) -> TcpStream {
+        TcpStream::connect(self.addr).await.expect("connect")
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = tokio::time::timeout(Duration::from_secs(15), &mut self.task)
+            .await
+            .expect("stops in time");
+        result.expect("join").expect("clean shutdown");
+    }
+}
+
+/// A multibulk request.
+fn req(words: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", words.len()).into_bytes();
+    for w in words {
+        out.extend_from_slice(format!("${}\r\n{w}\r\n", w.len()).as_bytes());
+    }
+    out
+}
+
+/// Reads until `expected` bytes have arrived (or the peer closes, or a second passes).
+async fn read_n(stream: &mut TcpStream, expected: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while got.len() < expected {
+        let mut buf = [0u8; 65536];
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Ok(Err(e)) => panic!("read: {e}"),
+        }
+    }
+    got
+}
+
+/// Sends `request` and expects exactly `reply` back.
+async fn roundtrip(stream: &mut TcpStream, request: &[u8], reply: &[u8]) {
+    stream.write_all(request).await.expect("write");
+    let got = read_n(stream, reply.len()).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(reply),
+        "reply to {:?}",
+        String::from_utf8_lossy(request)
+    );
+}
+
+/// Whether the server closed the connection.
+async fn closed(stream: &mut TcpStream) -> bool {
+    let mut buf = [0u8; 16];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), stream.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order() {
+    let server = start().await;
+    let mut c = server.client().await;
+    let mut batch = Vec::new();
+    for words in [
+        &["PING"][..],
+        &["ECHO", "a"],
+        &["PING", "b"],
+        &["nosuch", "x"],
+        &["GET"],
+        &["SELECT", "1"],
+    ] {
+        batch.extend(req(words));
+    }
+    batch.extend_from_slice(b"PING\r\n");
+    let expected = "+PONG\r\n$1\r\na\r\n$1\r\nb\r\n\
+                    -ERR unknown command 'nosuch', with args beginning with: 'x' \r\n\
+                    -ERR wrong number of arguments for 'get' command\r\n\
+                    -ERR DB index is out of range\r\n+PONG\r\n";
+    roundtrip(&mut c, &batch, expected.as_bytes()).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn requests_split_across_reads_are_reassembled() {
+    let server = start().await;
+    let mut c = server.client().await;
+    let big = "x".repeat(100_000);
+    let request = req(&["ECHO", &big]);
+    let (head, tail) = request.split_at(10);
+    c.write_all(head).await.expect("write");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let expected = format!("${}\r\n{big}\r\n", big.len());
+    roundtrip(&mut c, tail, expected.as_bytes()).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn protocol_error_answers_earlier_requests_then_closes() {
+    let server = start().await;
+    let mut c = server.client().await;
+    let mut batch = req(&["PING"]);
+    batch.extend_from_slice(b"*1\r\n$abc\r\n");
+    roundtrip(
+        &mut c,
+        &batch,
+        b"+PONG\r\n-ERR Protocol error: invalid bulk length\r\n",
+    )
+    .await;
+    assert!(closed(&mut c).await);
+    // Other clients are not affected.
+    let mut other = server.client().await;
+    roundtrip(&mut other, &req(&["PING"]), b"+PONG\r\n").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn quit_answers_ok_and_closes_skipping_the_rest() {
+    let server = start().await;
+    let mut c = server.client().await;
+    let mut batch = req(&["QUIT"]);
+    batch.extend(req(&["PING"]));
+    roundtrip(&mut c, &batch, b"+OK\r\n").await;
+    assert!(closed(&mut c).await);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn hello_switches_to_resp3_and_reset_back() {
+    let server = start().await;
+    let mut c = server.client().await;
+    c.write_all(&req(&["CLIENT", "ID"])).await.expect("write");
+    let id_line = String::from_utf8(read_n(&mut c, 3).await).expect("utf8");
+    let id = id_line.trim().trim_start_matches(':').to_string();
+    let map = format!(
+        "%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.0.0\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:{id}\r\n\
+         $4\r\nmode\r\n$10\r\nstandalone\r\n$4\r\nrole\r\n$6\r\nmaster\r\n$7\r\nmodules\r\n*0\r\n"
+    );
+    roundtrip(&mut c, &req(&["HELLO", "3"]), map.as_bytes()).await;
+    roundtrip(&mut c, &req(&["CLIENT", "GETNAME"]), b"_\r\n").await;
+    roundtrip(
+        &mut c,
+        &req(&["HELLO", "4"]),
+        b"-NOPROTO unsupported protocol version\r\n",
+    )
+    .await;
+    roundtrip(&mut c, &req(&["RESET"]), b"+RESET\r\n").await;
+    roundtrip(&mut c, &req(&["CLIENT", "GETNAME"]), b"$-1\r\n").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn client_names_and_info() {
+    let server = start().await;
+    let mut c = server.client().await;
+    roundtrip(
+        &mut c,
+        &req(&["CLIENT", "SETNAME", "a b"]),
+        b"-ERR Client names cannot contain spaces, newlines or special characters.\r\n",
+    )
+    .await;
+    roundtrip(&mut c, &req(&["CLIENT", "SETNAME", "app"]), b"+OK\r\n").await;
+    roundtrip(&mut c, &req(&["CLIENT", "GETNAME"]), b"$3\r\napp\r\n").await;
+    roundtrip(
+        &mut c,
+        &req(&["CLIENT", "SETINFO", "LIB-NAME", "test"]),
+        b"+OK\r\n",
+    )
+    .await;
+    roundtrip(
+        &mut c,
+        &req(&["CLIENT", "SETINFO", "x", "1"]),
+        b"-ERR Unrecognized option 'x'\r\n",
+    )
+    .await;
+    roundtrip(
+        &mut c,
+        &req(&["CLIENT", "BOGUS"]),
+        b"-ERR unknown subcommand 'BOGUS'. Try CLIENT HELP.\r\n",
+    )
+    .await;
+    c.write_all(&req(&["CLIENT", "INFO"])).await.expect("write");
+    let info = String::from_utf8(read_n(&mut c, 300).await).expect("utf8");
+    let local = c.local_addr().expect("addr");
+    assert!(
+        info.contains(&format!(" addr={local} laddr={} ", server.addr)),
+        "{info}"
+    );
+    assert!(info.contains(" name=app "), "{info}");
+    assert!(
+        info.ends_with(" resp=2 lib-name=test lib-ver=\n\r\n"),
+        "{info}"
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn server_commands() {
+    let server = start().await;
+    let mut c = server.client().await;
+    let port = server.addr.port().to_string();
+    let expected = format!("*2\r\n$4\r\nport\r\n${}\r\n{port}\r\n", port.len());
+    roundtrip(
+        &mut c,
+        &req(&["CONFIG", "GET", "port"]),
+        expected.as_bytes(),
+    )
+    .await;
+    roundtrip(
+        &mut c,
+        &req(&["CONFIG", "GET", "*fsync*"]),
+        b"*2\r\n$11\r\nappendfsync\r\n$2\r\nno\r\n",
+    )
+    .await;
+    roundtrip(
+        &mut c,
+        &req(&["CONFIG", "SET", "foo", "1"]),
+        b"-ERR Unknown option or number of arguments for CONFIG SET - 'foo'\r\n",
+    )
+    .await;
+    roundtrip(&mut c, &req(&["CONFIG", "RESETSTAT"]), b"+OK\r\n").await;
+    let count = ringkv_common::command::COMMANDS.len();
+    roundtrip(
+        &mut c,
+        &req(&["COMMAND", "COUNT"]),
+        format!(":{count}\r\n").as_bytes(),
+    )
+    .await;
+    roundtrip(
+        &mut c,
+        &req(&["COMMAND", "INFO", "nosuch"]),
+        b"*1\r\n$-1\r\n",
+    )
+    .await;
+    roundtrip(&mut c, &req(&["COMMAND", "DOCS", "nosuch"]), b"*0\r\n").await;
+    roundtrip(&mut c, &req(&["INFO", "nosuch"]), b"$0\r\n\r\n").await;
+
+    c.write_all(&req(&["INFO", "keyspace", "server"]))
+        .await
+        .expect("write");
+    let info = String::from_utf8(read_n(&mut c, 400).await).expect("utf8");
+    assert!(
+        info.contains("\r\n# Server\r\nredis_version:7.0.0\r\n"),
+        "{info}"
+    );
+    assert!(
+        info.contains("\r\n\r\n# Keyspace\r\n"),
+        "sections in Redis's order: {info}"
+    );
+    assert!(info.contains(&format!("\r\ntcp_port:{port}\r\n")), "{info}");
+
+    c.write_all(&req(&["TIME"])).await.expect("write");
+    let time = String::from_utf8(read_n(&mut c, 20).await).expect("utf8");
+    assert!(time.starts_with("*2\r\n$10\r\n"), "{time}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn command_alone_lists_every_command() {
+    let server = start().await;
+    let mut c = server.client().await;
+    c.write_all(&req(&["COMMAND"])).await.expect("write");
+    let head = read_n(&mut c, 8).await;
+    let count = ringkv_common::command::COMMANDS.len();
+    assert!(
+        head.starts_with(format!("*{count}\r\n").as_bytes()),
+        "{:?}",
+        String::from_utf8_lossy(&head)
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_idle_connections_and_returns() {
+    let server = start().await;
+    let mut idle = server.client().await;
+    roundtrip(&mut idle, &req(&["PING"]), b"+PONG\r\n").await;
+    let addr = server.addr;
+    server.stop().await;
+    assert!(closed(&mut idle).await);
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}

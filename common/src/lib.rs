@@ -5,13 +5,25 @@
 //! - [`command`]: the command table (name, arity, flags, key positions, docs) that drives
 //!   dispatch, `COMMAND`, and routing.
 //! - [`placement`]: the frozen key hash, hash tags, and key → shard.
+//! - [`ring`]: the consistent-hash ring (virtual nodes, weights, zones): each shard's order
+//!   of preference over the storage nodes, by a frozen specification.
+//! - [`balance`]: turns the ring's preferences into the assignment, every node within its
+//!   share and moving as few shards as possible from the previous map.
+//! - [`shardmap`]: the documents kept in etcd: cluster config, node records, the versioned
+//!   shard map.
+//! - [`etcd`]: the etcd key layout (one source of truth) and async helpers to read, write by
+//!   compare-and-swap, register under a lease, and watch.
 //! - [`args`]: parsing numbers and options out of command arguments with Redis's errors.
 //! - [`glob`]: Redis glob patterns (KEYS, SCAN MATCH, CONFIG GET).
 //! - [`clock`]: wall-clock milliseconds, the unit of every expiry.
 
 pub mod args;
+pub mod balance;
 pub mod clock;
 pub mod command;
+pub mod etcd;
 pub mod glob;
 pub mod placement;
 pub mod resp;
+pub mod ring;
+pub mod shardmap;

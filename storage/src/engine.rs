@@ -88,6 +88,10 @@ impl Engine {
         cf_opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         cf_opts.set_compaction_filter("ringkv-expiry", expiry_filter);
         cf_opts.set_write_buffer_size(16 << 20);
+        // Memtables grow in arena blocks (write_buffer_size / 8 by default: 2 MiB). With
+        // hundreds of families that alone would exceed the shared write-buffer budget after one
+        // write to each, and RocksDB would flush tiny memtables forever.
+        cf_opts.set_arena_block_size(64 << 10);
         cf_opts.set_level_compaction_dynamic_level_bytes(true);
 
         if !config.in_memory {

@@ -68,6 +68,12 @@ mod tests {
         assert_eq!(incr_by_float(None, b" 1"), Err(FloatError::NotFloat));
         assert_eq!(incr_by_float(None, b"nan"), Err(FloatError::NotFloat));
         assert_eq!(incr_by_float(None, b""), Err(FloatError::NotFloat));
+        assert_eq!(incr_by_float(Some(b"\0"), b"0"), Err(FloatError::NotFloat));
+        assert_eq!(
+            incr_by_float(Some(b"1\x002"), b"0"),
+            Err(FloatError::NotFloat)
+        );
+        assert_eq!(incr_by_float(None, b"1\0"), Err(FloatError::NotFloat));
         assert_eq!(
             incr_by_float(Some(b"inf"), b"1"),
             Err(FloatError::NanOrInfinity)

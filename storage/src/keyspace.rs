@@ -169,7 +169,12 @@ fn ttl(st: &Storage, key: &Bytes, millis: bool, absolute: bool) -> Outcome {
         header.expire_at - now
     }
     .max(0);
-    Ok(Reply::Int(if millis { left } else { (left + 500) / 1000 }))
+    // Rounded to the nearest second as Redis does, without overflowing near i64::MAX.
+    Ok(Reply::Int(if millis {
+        left
+    } else {
+        left / 1000 + i64::from(left % 1000 >= 500)
+    }))
 }
 
 fn persist(st: &Storage, key: &Bytes) -> Outcome {

@@ -217,7 +217,9 @@ fn in_memory_store_keeps_nothing_on_disk() {
     .expect("relative path");
     assert_eq!(run(&relative, &["SET", "k", "v"]), Reply::Ok);
     relative.flush().expect("flush");
-    let leftovers = std::fs::read_dir("./ringkv-mem-test").map(|d| d.count()).unwrap_or(0);
+    let leftovers = std::fs::read_dir("./ringkv-mem-test")
+        .map(|d| d.count())
+        .unwrap_or(0);
     let _ = std::fs::remove_dir_all("./ringkv-mem-test");
     assert_eq!(leftovers, 0, "an in-memory store writes no files");
     let files: Vec<_> = std::fs::read_dir(&path)
@@ -227,4 +229,20 @@ fn in_memory_store_keeps_nothing_on_disk() {
         files.is_empty(),
         "an in-memory store writes no files, found {files:?}"
     );
+}
+
+#[test]
+fn expiretime_rounds_without_overflow_at_the_far_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = open(dir.path(), 4);
+    run(&st, &["SET", "k", "v"]);
+    assert_eq!(
+        run(&st, &["PEXPIREAT", "k", "9223372036854775807"]),
+        Reply::Int(1)
+    );
+    assert_eq!(
+        run(&st, &["EXPIRETIME", "k"]),
+        Reply::Int(9_223_372_036_854_776)
+    );
+    assert_eq!(run(&st, &["PEXPIRETIME", "k"]), Reply::Int(i64::MAX));
 }

@@ -1,0 +1,550 @@
+//! What an application using a real client library relies on, driven through the `redis`
+//! crate (async, tokio): strings and keyspace, RESP3, pipelines, expiry, hash tags, and
+//! atomic read-modify-write under many concurrent clients.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{AsyncCommands, AsyncConnectionConfig, Value};
+use ringkv_integration::Server;
+use tokio::time::{sleep, Instant};
+
+/// The redis crate's default response timeout (500 ms) is too tight for a two-core CI machine
+/// running several test binaries' servers at once; a hang is still caught.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Liveness bound for expiry: a key set with PX 100 must be gone within this. Generous because
+/// it is not a speed check.
+const EXPIRY_DEADLINE: Duration = Duration::from_secs(5);
+
+async fn connect_url(url: &str) -> MultiplexedConnection {
+    let client =
+        redis::Client::open(url).unwrap_or_else(|e| panic!("redis::Client::open({url}): {e}"));
+    let config = AsyncConnectionConfig::new()
+        .set_response_timeout(Some(RESPONSE_TIMEOUT))
+        .set_connection_timeout(Some(RESPONSE_TIMEOUT));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"))
+}
+
+async fn connect(server: &Server) -> MultiplexedConnection {
+    connect_url(&server.url()).await
+}
+
+/// Sends `args` as one command and converts its reply; panics naming the command on error.
+async fn query<T: redis::FromRedisValue>(con: &mut MultiplexedConnection, args: &[&str]) -> T {
+    let mut cmd = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        cmd.arg(*arg);
+    }
+    cmd.query_async(con)
+        .await
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// Polls an async condition until it holds or the deadline passes.
+async fn eventually<F, Fut>(deadline: Duration, what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if probe().await {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_and_get_are_binary_safe() {
+    let server = Server::ringkv(&[]);
+    let mut con = connect(&server).await;
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> = vec![
+        (b"plain".to_vec(), b"value".to_vec()),
+        (b"nul\x00key".to_vec(), b"nul\x00value".to_vec()),
+        (b"crlf\r\nkey".to_vec(), b"\r\n\r\n".to_vec()),
+        (b"\xff\xfe".to_vec(), (0..=255u8).collect()),
+        (b"".to_vec(), b"empty key".to_vec()),
+        (b"empty value".to_vec(), b"".to_vec()),
+    ];
+    for (k, v) in &pairs {
+        let () = con.set(k, v).await.expect("SET binary");
+    }
+    for (k, v) in &pairs {
+        let got: Option<Vec<u8>> = con.get(k).await.expect("GET binary");
+        assert_eq!(got.as_ref(), Some(v), "GET {k:?}");
+    }
+    let missing: Option<Vec<u8>> = con.get("never-set").await.expect("GET missing");
+    assert_eq!(missing, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_value_round_trips_intact() {
+    let server = Server::ringkv(&[]);
+    let mut con = connect(&server).await;
+    let value: Vec<u8> = (0..8 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let () = con.set("big", &value).await.expect("SET 8 MiB");
+    let got: Vec<u8> = con.get("big").await.expect("GET 8 MiB");
+    assert!(
+        got == value,
+        "8 MiB value came back different ({} bytes)",
+        got.len()
+    );
+    let len: usize = con.strlen("big").await.expect("STRLEN");
+    assert_eq!(len, value.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn string_commands_behave_as_documented() {
+    let server = Server::ringkv(&[]);
+    let mut con = connect(&server).await;
+    let set_nx: Option<String> = query(&mut con, &["SET", "s", "1", "NX"]).await;
+    assert_eq!(set_nx.as_deref(), Some("OK"), "SET NX on a new key");
+    let again: Option<String> = query(&mut con, &["SET", "s", "2", "NX"]).await;
+    assert_eq!(again, None, "SET NX on an existing key replies nil");
+    let old: Option<String> = query(&mut con, &["SET", "s", "3", "GET"]).await;
+    assert_eq!(old.as_deref(), Some("1"));
+    let n: i64 = con.incr("s", 10).await.expect("INCRBY");
+    assert_eq!(n, 13);
+    let f: f64 = query(&mut con, &["INCRBYFLOAT", "s", "0.5"]).await;
+    assert_eq!(f, 13.5);
+    let len: usize = con.append("s", "xyz").await.expect("APPEND");
+    assert_eq!(len, 7);
+    let range: String = con.getrange("s", 1, -2).await.expect("GETRANGE");
+    assert_eq!(range, "3.5xy");
+    let len: usize = con
+        .setrange("s", 10, "!")
+        .await
+        .expect("SETRANGE past the end");
+    assert_eq!(len, 11);
+    let padded: Vec<u8> = con.get("s").await.expect("GET after SETRANGE");
+    assert_eq!(
+        padded,
+        b"13.5xyz\0\0\0!".to_vec(),
+        "SETRANGE pads with zero bytes"
+    );
+    let deleted: Option<String> = con.get_del("s").await.expect("GETDEL");
+    assert!(deleted.is_some());
+    let exists: bool = con.exists("s").await.expect("EXISTS");
+    assert!(!exists, "GETDEL deletes");
+
+    let fresh: i64 = con.incr("text", 1).await.expect("INCR on a missing key");
+    assert_eq!(fresh, 1, "INCR on a missing key starts from 0");
+    let () = con.set("text", "abc").await.expect("SET text");
+    let not_integer: redis::RedisResult<i64> = con.incr("text", 1).await;
+    let err = not_integer.expect_err("INCR on a non-integer must fail");
+    assert!(
+        err.to_string()
+            .contains("value is not an integer or out of range"),
+        "INCR on text: {err}"
+    );
+    let unknown = redis::cmd("NOSUCHCOMMAND")
+        .arg("x")
+        .query_async::<Value>(&mut con)
+        .await
+        .expect_err("unknown command");
+    assert!(
+        unknown.to_string().contains("unknown command"),
+        "unknown command error: {unknown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyspace_commands_behave_as_documented() {
+    let server = Server::ringkv(&[]);
+    let mut con = connect(&server).await;
+    let () = con
+        .mset(&[("a", "1"), ("b", "2"), ("c", "3")])
+        .await
+        .expect("MSET");
+    let n: usize = con
+        .exists(&["a", "b", "nope", "a"])
+        .await
+        .expect("EXISTS multi");
+    assert_eq!(n, 3, "EXISTS counts a repeated key twice");
+    let kind: String = query(&mut con, &["TYPE", "a"]).await;
+    assert_eq!(kind, "string");
+    let kind: String = query(&mut con, &["TYPE", "nope"]).await;
+    assert_eq!(kind, "none");
+    let () = con.rename("a", "a2").await.expect("RENAME");
+    let renamed: bool = con
+        .rename_nx("b", "a2")
+        .await
+        .expect("RENAMENX onto existing");
+    assert!(!renamed, "RENAMENX onto an existing key does nothing");
+    let missing: redis::RedisResult<()> = con.rename("nope", "x").await;
+    let missing = missing.expect_err("RENAME of a missing key");
+    assert!(missing.to_string().contains("no such key"), "{missing}");
+    let size: usize = query(&mut con, &["DBSIZE"]).await;
+    assert_eq!(size, 3);
+    let mut keys: Vec<String> = con.keys("*").await.expect("KEYS");
+    keys.sort();
+    assert_eq!(keys, ["a2", "b", "c"]);
+    let removed: usize = con.del(&["a2", "b", "nope"]).await.expect("DEL multi");
+    assert_eq!(removed, 2);
+    let random: Option<String> = query(&mut con, &["RANDOMKEY"]).await;
+    assert_eq!(random.as_deref(), Some("c"), "RANDOMKEY with a single key");
+    let () = query(&mut con, &["FLUSHALL"]).await;
+    let random: Option<String> = query(&mut con, &["RANDOMKEY"]).await;
+    assert_eq!(random, None, "RANDOMKEY on an empty database");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expire_ttl_and_persist_lifecycle() {
+    let server = Server::ringkv(&[]);
+    let mut con = connect(&server).await;
+    let ttl: i64 = con.ttl("k").await.expect("TTL missing");
+    assert_eq!(ttl, -2, "TTL of a missing key");
+    let () = con.set("k", "v").await.expect("SET");
+    let ttl: i64 = con.ttl("k").await.expect("TTL persistent");
+    assert_eq!(ttl, -1, "TTL of a key without expiry");
+    let set: bool = con.expire("k", 1000).await.expect("EXPIRE");
+    assert!(set);
+    let ttl: i64 = con.ttl("k").await.expect("TTL volatile");
+    assert!((990..=1000).contains(&ttl), "TTL after EXPIRE 1000: {ttl}");
+    let pttl: i64 = con.pttl("k").await.expect("PTTL");
+    assert!(
+        (990_000..=1_000_000).contains(&pttl),
+        "PTTL after EXPIRE 1000: {pttl}"
+    );
+    let gt: bool = query(&mut con, &["EXPIRE", "k", "100", "GT"]).await;
+    assert!(!gt, "EXPIRE GT with a smaller TTL does nothing");
+    let kept: Option<String> = query(&mut con, &["SET", "k", "v2", "KEEPTTL", "GET"]).await;
+    assert_eq!(kept.as_deref(), Some("v"));
+    let ttl: i64 = con.ttl("k").await.expect("TTL after KEEPTTL");
+    assert!(ttl > 900, "SET KEEPTTL kept the TTL: {ttl}");
+    let persisted: bool = con.persist("k").await.expect("PERSIST");
+    assert!(persisted);
+    let ttl: i64 = con.ttl("k").await.expect("TTL after PERSIST");
+    assert_eq!(ttl, -1);
+    let () = con.set("k", "v3").await.expect("SET clears TTL");
+    let past: bool = con.expire_at("k", 1).await.expect("EXPIREAT in the past");
+    assert!(past, "EXPIREAT in the past still replies 1");
+    let gone: Option<String> = con.get("k").await.expect("GET after EXPIREAT past");
+    assert_eq!(
+        gone, None,
+        "a key whose expiry is in the past is gone at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setnx_against_expired_volatile_key() {
+    let server = Server::ringkv(&[]);
+    let mut con = connect(&server).await;
+    let () = query(&mut con, &["SET", "x", "old", "PX", "100"]).await;
+    eventually(
+        EXPIRY_DEADLINE,
+        "a key set with PX 100 to disappear",
+        || {
+            let mut con = con.clone();
+            async move {
+                con.get::<_, Option<String>>("x")
+                    .await
+                    .expect("GET")
+                    .is_none()
+            }
+        },
+    )
+    .await;
+    let won: bool = con.set_nx("x", "new").await.expect("SETNX");
+    assert!(won, "SETNX on an expired key sets it");
+    let value: String = con.get("x").await.expect("GET after SETNX");
+    assert_eq!(value, "new");
+    let ttl: i64 = con.ttl("x").await.expect("TTL");
+    assert_eq!(
+        ttl, -1,
+        "SETNX on an expired key does not inherit the old TTL"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_keys_leave_dbsize_and_scan() {
+    let server = Server::ringkv(&[]);
+    let mut con = connect(&server).await;
+    for i in 0..50 {
+        let () = query(&mut con, &["SET", &format!("short:{i}"), "v", "PX", "100"]).await;
+    }
+    for i in 0..5 {
+        let () = con.set(format!("long:{i}"), "v").await.expect("SET");
+    }
+    // Active expiry, not only lazy expiry on access: nothing touches the short keys here.
+    eventually(
+        EXPIRY_DEADLINE,
+        "DBSIZE to drop to the 5 persistent keys",
+        || {
+            let mut con = con.clone();
+            async move { query::<i64>(&mut con, &["DBSIZE"]).await == 5 }
+        },
+    )
+    .await;
+    let mut keys: Vec<String> = Vec::new();
+    let mut iter = con.scan::<String>().await.expect("SCAN");
+    while let Some(key) = iter.next_item().await {
+        keys.push(key.expect("SCAN item"));
+    }
+    drop(iter);
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["long:0", "long:1", "long:2", "long:3", "long:4"],
+        "SCAN after expiry"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn incr_from_fifty_concurrent_clients_loses_no_update() {
+    const CLIENTS: usize = 50;
+    const PER_CLIENT: usize = 1000;
+    let server = Server::ringkv(&[]);
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let url = server.url();
+        tasks.push(tokio::spawn(async move {
+            let mut con = connect_url(&url).await;
+            let mut seen = Vec::with_capacity(PER_CLIENT);
+            for _ in 0..PER_CLIENT {
+                let n: i64 = con.incr("hits", 1).await.expect("INCR");
+                seen.push(n);
+            }
+            seen
+        }));
+    }
+    let mut all = BTreeSet::new();
+    for task in tasks {
+        for n in task.await.expect("INCR task") {
+            assert!(all.insert(n), "two INCRs returned the same value {n}");
+        }
+    }
+    let expected: BTreeSet<i64> = (1..=(CLIENTS * PER_CLIENT) as i64).collect();
+    assert!(
+        all == expected,
+        "INCR results are not exactly 1..={}",
+        CLIENTS * PER_CLIENT
+    );
+    let mut con = connect(&server).await;
+    let total: i64 = con.get("hits").await.expect("GET hits");
+    assert_eq!(total, (CLIENTS * PER_CLIENT) as i64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_from_fifty_concurrent_clients_loses_no_byte() {
+    const CLIENTS: usize = 50;
+    const PER_CLIENT: usize = 200;
+    let server = Server::ringkv(&[]);
+    let mut tasks = Vec::new();
+    for c in 0..CLIENTS {
+        let url = server.url();
+        tasks.push(tokio::spawn(async move {
+            let mut con = connect_url(&url).await;
+            let byte = [b'a' + (c % 26) as u8];
+            let mut lengths = Vec::with_capacity(PER_CLIENT);
+            for _ in 0..PER_CLIENT {
+                let len: usize = con.append("log", &byte[..]).await.expect("APPEND");
+                lengths.push(len);
+            }
+            lengths
+        }));
+    }
+    let mut all = BTreeSet::new();
+    for task in tasks {
+        for len in task.await.expect("APPEND task") {
+            assert!(
+                all.insert(len),
+                "two APPENDs returned the same length {len}"
+            );
+        }
+    }
+    let mut con = connect(&server).await;
+    let len: usize = con.strlen("log").await.expect("STRLEN");
+    assert_eq!(len, CLIENTS * PER_CLIENT);
+    assert_eq!(all.len(), CLIENTS * PER_CLIENT);
+    let value: Vec<u8> = con.get("log").await.expect("GET log");
+    for c in 0..CLIENTS {
+        let byte = b'a' + (c % 26) as u8;
+        let expected = PER_CLIENT * (CLIENTS / 26 + usize::from(c % 26 < CLIENTS % 26));
+        let count = value.iter().filter(|&&b| b == byte).count();
+        assert_eq!(count, expected, "occurrences of {:?}", byte as char);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn setnx_race_has_exactly_one_winner() {
+    let server = Server::ringkv(&[]);
+    let mut tasks = Vec::new();
+    for c in 0..50 {
+        let url = server.url();
+        tasks.push(tokio::spawn(async move {
+            let mut con = connect_url(&url).await;
+            let mut wins = Vec::new();
+            for round in 0..20 {
+                let won: bool = con.set_nx(format!("lock:{round}"), c).await.expect("SETNX");
+                if won {
+                    wins.push(round);
+                }
+            }
+            wins
+        }));
+    }
+    let mut winners = [0usize; 20];
+    for task in tasks {
+        for round in task.await.expect("SETNX task") {
+            winners[round] += 1;
+        }
+    }
+    assert_eq!(winners, [1; 20], "SETNX winners per key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_tag_keys_work_in_mset_and_mget() {
+    let server = Server::ringkv(&[]);
+    let mut con = connect(&server).await;
+    let pairs = [
+        ("{user}:1", "alice"),
+        ("{user}:2", "bob"),
+        ("{order}:9", "book"),
+        ("plain", "x"),
+        ("{}", "empty tag"),
+        ("a{b}c{d}", "first tag wins"),
+    ];
+    let () = con.mset(&pairs).await.expect("MSET with hash tags");
+    let keys: Vec<&str> = [
+        "{user}:2",
+        "missing",
+        "{order}:9",
+        "{user}:1",
+        "plain",
+        "{}",
+        "a{b}c{d}",
+    ]
+    .to_vec();
+    let values: Vec<Option<String>> = con.mget(&keys).await.expect("MGET with hash tags");
+    assert_eq!(
+        values,
+        [
+            Some("bob"),
+            None,
+            Some("book"),
+            Some("alice"),
+            Some("x"),
+            Some("empty tag"),
+            Some("first tag wins")
+        ]
+        .map(|v| v.map(String::from))
+        .to_vec(),
+        "MGET keeps the order of its keys"
+    );
+    let set: bool = query(
+        &mut con,
+        &["MSETNX", "{user}:3", "carol", "{user}:1", "eve"],
+    )
+    .await;
+    assert!(!set, "MSETNX with one existing key sets nothing");
+    let carol: Option<String> = con.get("{user}:3").await.expect("GET");
+    assert_eq!(carol, None, "MSETNX is all or nothing");
+    let removed: usize = con
+        .del(&["{user}:1", "{user}:2", "{order}:9"])
+        .await
+        .expect("DEL hash-tagged keys");
+    assert_eq!(removed, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mget_and_mset_of_a_thousand_keys_keep_key_order() {
+    let server = Server::ringkv(&[]);
+    let mut con = connect(&server).await;
+    let pairs: Vec<(String, String)> = (0..1000)
+        .map(|i| (format!("key:{i}"), format!("value:{i}")))
+        .collect();
+    let () = con.mset(&pairs).await.expect("MSET 1000");
+    let keys: Vec<String> = (0..1200).rev().map(|i| format!("key:{i}")).collect();
+    let values: Vec<Option<String>> = con.mget(&keys).await.expect("MGET 1200");
+    for (i, value) in (0..1200).rev().zip(values) {
+        let expected = (i < 1000).then(|| format!("value:{i}"));
+        assert_eq!(value, expected, "MGET position of key:{i}");
+    }
+    let size: usize = query(&mut con, &["DBSIZE"]).await;
+    assert_eq!(size, 1000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_replies_arrive_in_request_order() {
+    let server = Server::ringkv(&[]);
+    let mut con = connect(&server).await;
+    let mut pipe = redis::pipe();
+    for i in 0..500 {
+        pipe.cmd("SET").arg(format!("p:{i}")).arg(i).ignore();
+        pipe.cmd("INCR").arg(format!("p:{i}"));
+        pipe.cmd("GET").arg(format!("p:{}", i / 2));
+    }
+    let replies: Vec<i64> = pipe
+        .query_async(&mut con)
+        .await
+        .expect("pipeline of 1500 commands");
+    assert_eq!(replies.len(), 1000);
+    for (i, pair) in replies.chunks(2).enumerate() {
+        let i = i as i64;
+        assert_eq!(pair[0], i + 1, "INCR p:{i}");
+        assert_eq!(pair[1], i / 2 + 1, "GET p:{}", i / 2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_visits_every_key() {
+    let server = Server::ringkv(&[]);
+    let mut con = connect(&server).await;
+    let expected: BTreeSet<String> = (0..600).map(|i| format!("scan:{i}")).collect();
+    let pairs: Vec<(String, i32)> = expected.iter().map(|k| (k.clone(), 1)).collect();
+    let () = con.mset(&pairs).await.expect("MSET");
+    let () = con.set("other", 1).await.expect("SET other");
+    let mut seen = BTreeSet::new();
+    let mut iter = con
+        .scan_match::<_, String>("scan:*")
+        .await
+        .expect("SCAN MATCH");
+    while let Some(key) = iter.next_item().await {
+        seen.insert(key.expect("SCAN item"));
+    }
+    assert!(
+        seen == expected,
+        "SCAN MATCH scan:* missed or invented keys ({} seen)",
+        seen.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp3_connection_gets_resp3_replies() {
+    let server = Server::ringkv(&[]);
+    let mut con = connect_url(&format!("{}?protocol=resp3", server.url())).await;
+    let hello: Value = query(&mut con, &["HELLO", "3"]).await;
+    let Value::Map(fields) = hello else {
+        panic!("HELLO 3 on a RESP3 connection must be a map, got {hello:?}");
+    };
+    let proto = fields
+        .iter()
+        .find(|(k, _)| {
+            matches!(k, Value::BulkString(b) if b == b"proto")
+                || matches!(k, Value::SimpleString(s) if s == "proto")
+        })
+        .map(|(_, v)| v.clone());
+    assert_eq!(proto, Some(Value::Int(3)), "HELLO 3 proto field");
+    let missing: Value = query(&mut con, &["GET", "missing"]).await;
+    assert_eq!(missing, Value::Nil, "RESP3 null");
+    let () = con.set("k", "v").await.expect("SET over RESP3");
+    let got: String = con.get("k").await.expect("GET over RESP3");
+    assert_eq!(got, "v");
+    let n: i64 = con.incr("n", 5).await.expect("INCRBY over RESP3");
+    assert_eq!(n, 5);
+    let values: Vec<Option<String>> = con.mget(&["k", "missing"]).await.expect("MGET over RESP3");
+    assert_eq!(values, [Some("v".to_string()), None]);
+}

@@ -277,3 +277,49 @@ fn in_memory_mode_loses_data_on_restart() {
     );
     assert_eq!(client.cmd(&["GET", "ephemeral:0"]), Reply::Null);
 }
+
+/// The WAL reaches the OS before any reply to a write is sent, whatever `--fsync` says, so a
+/// killed process (as opposed to a crashed machine) loses no acknowledged write in any mode,
+/// pipelined or not.
+#[test]
+fn acknowledged_pipelined_writes_survive_kill_9_in_every_fsync_mode() {
+    for mode in ["everysec", "no"] {
+        let mut server = Server::ringkv(&["--fsync", mode]);
+        let mut client = server.connect();
+        let mut pipeline = Vec::new();
+        for i in 0..300 {
+            let key = format!("piped:{i}");
+            let value = value_for(i);
+            pipeline.extend_from_slice(
+                format!(
+                    "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n${}\r\n",
+                    key.len(),
+                    value.len()
+                )
+                .as_bytes(),
+            );
+            pipeline.extend_from_slice(&value);
+            pipeline.extend_from_slice(b"\r\n");
+        }
+        client.send_raw(&pipeline).expect("send the pipeline");
+        for i in 0..300 {
+            let reply = client
+                .read_reply()
+                .unwrap_or_else(|e| panic!("reply {i} ({mode}): {e}"));
+            assert_eq!(reply, ok(), "SET piped:{i} ({mode})");
+        }
+        let stopped = server.stop(Stop::Kill);
+        assert!(
+            !stopped.status.success(),
+            "kill -9 should not look like a clean exit"
+        );
+        server.start_again(&["--fsync", mode]);
+        let mut client = server.connect();
+        assert_keys(
+            &mut client,
+            "piped",
+            300,
+            &format!("kill -9 with --fsync {mode}"),
+        );
+    }
+}

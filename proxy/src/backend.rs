@@ -85,6 +85,18 @@ impl Backend {
         }
     }
 
+    /// Makes a batch's writes survive a killed process before its replies go out (the
+    /// engine writes its log to the OS once per batch, not once per write).
+    pub fn end_batch(&self) {
+        match self {
+            Backend::Local(storage) => {
+                if let Err(err) = storage.end_batch() {
+                    tracing::error!(%err, "writing the WAL failed");
+                }
+            }
+        }
+    }
+
     /// CONFIG RESETSTAT: zeroes the engine's hit, miss and expiry counters.
     pub fn reset_stats(&self) {
         match self {

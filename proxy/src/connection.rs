@@ -56,6 +56,8 @@ pub struct Connection {
     args: Vec<Bytes>,
     session: Session,
     counts: BatchCounts,
+    /// Whether a command since the last flush wrote to the engine.
+    wrote: bool,
 }
 
 /// Serves one accepted client until it disconnects, sends QUIT, breaks the protocol, or the
@@ -99,6 +101,7 @@ impl Connection {
             args: Vec::with_capacity(8),
             session,
             counts: BatchCounts::default(),
+            wrote: false,
         })
     }
 
@@ -136,6 +139,7 @@ impl Connection {
                     let outcome = dispatch(&mut self.session, ctx, &self.args).await;
                     self.args.clear();
                     self.counts.commands += u64::from(outcome.ran);
+                    self.wrote |= outcome.wrote;
                     self.push(&outcome.reply);
                     if self.session.closing {
                         return Ok(Next::Close);
@@ -164,7 +168,12 @@ impl Connection {
     }
 
     /// Writes the buffered replies and adds the batch's figures to the server's counters.
+    /// Replies to writes leave only once the engine has made those writes survive a killed
+    /// process.
     async fn flush(&mut self, ctx: &ServerContext) -> io::Result<()> {
+        if std::mem::take(&mut self.wrote) {
+            ctx.backend.end_batch();
+        }
         let counts = std::mem::take(&mut self.counts);
         let written = self.output.len();
         ctx.stats.add_batch(BatchCounts {

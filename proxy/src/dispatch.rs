@@ -21,13 +21,22 @@ pub struct Outcome {
     pub reply: Reply,
     /// Whether the command was found and run.
     pub ran: bool,
+    /// Whether it may have written to the engine (its batch must then end with
+    /// `Backend::end_batch` before replies are sent).
+    pub wrote: bool,
 }
 
 /// Runs one request. `args` is not empty (the parser never yields an empty request).
 pub async fn dispatch(session: &mut Session, ctx: &ServerContext, args: &[Bytes]) -> Outcome {
     let spec = match command::resolve(args) {
         Ok(spec) => spec,
-        Err(reply) => return Outcome { reply, ran: false },
+        Err(reply) => {
+            return Outcome {
+                reply,
+                ran: false,
+                wrote: false,
+            }
+        }
     };
     let reply = match spec.route {
         Route::Local => cmd::run(spec, args, session, ctx).await,
@@ -35,5 +44,10 @@ pub async fn dispatch(session: &mut Session, ctx: &ServerContext, args: &[Bytes]
             ctx.backend.execute(spec, args).await
         }
     };
-    Outcome { reply, ran: true }
+    let wrote = spec.route != Route::Local && spec.has(command::flag::WRITE);
+    Outcome {
+        reply,
+        ran: true,
+        wrote,
+    }
 }

@@ -99,6 +99,9 @@ pub(crate) fn sweep(st: &Storage) -> Result<u64, rocksdb::Error> {
         }
         st.engine.write(batch)?;
     }
+    if removed > 0 {
+        st.engine.flush_wal_buffer()?;
+    }
     st.counters.expired.fetch_add(removed, Ordering::Relaxed);
     Ok(removed)
 }

@@ -71,9 +71,6 @@ impl Engine {
         // per write: a pipeline of 16 SETs costs one write(2) instead of 16. With
         // `--fsync always` every write syncs, so RocksDB writes the log itself.
         db_opts.set_manual_wal_flush(config.fsync != Fsync::Always);
-        // Writers queued behind the write-group leader sleep instead of spinning: on a small
-        // machine the spinning burns the cores the leader and the connections need.
-        db_opts.set_enable_write_thread_adaptive_yield(false);
         // RocksDB's in-memory environment cannot resolve relative paths.
         let path = std::path::absolute(&config.dir).unwrap_or_else(|_| config.dir.clone());
         let env = if config.in_memory {

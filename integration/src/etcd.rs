@@ -27,28 +27,9 @@ pub const ETCD_SHUTDOWN_DEADLINE: Duration = Duration::from_secs(10);
 /// that is retried.
 static START_LOCK: Mutex<()> = Mutex::new(());
 
-/// The etcd binary (`$ETCD_BIN`, `$PATH`, or `/usr/bin/etcd`); panics with an install hint.
+/// The etcd binary (`$ETCD_BIN` or `$PATH`); panics with an install hint.
 pub fn etcd_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("ETCD_BIN") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "ETCD_BIN={} does not name an existing file",
-            path.display()
-        );
-        return path;
-    }
-    let path_var = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path_var)
-        .map(|dir| dir.join("etcd"))
-        .chain(std::iter::once(PathBuf::from("/usr/bin/etcd")))
-        .find(|candidate| candidate.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "etcd not found in PATH or /usr/bin: install it (Debian: `apt-get install \
-                 etcd-server`, or `scripts/install-deps.sh test`) or set ETCD_BIN to its path"
-            )
-        })
+    crate::find_tool("etcd", "ETCD_BIN")
 }
 
 /// One running single-member etcd; dropping it stops the process (SIGTERM, then SIGKILL) and

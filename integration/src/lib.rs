@@ -96,7 +96,7 @@ pub fn ringkv_bin() -> PathBuf {
 
 /// Finds `name` in `$PATH` (or the override variable `env_override`); panics with an install
 /// hint when it is missing.
-fn find_tool(name: &str, env_override: &str) -> PathBuf {
+pub(crate) fn find_tool(name: &str, env_override: &str) -> PathBuf {
     if let Some(path) = std::env::var_os(env_override) {
         let path = PathBuf::from(path);
         assert!(
@@ -112,8 +112,8 @@ fn find_tool(name: &str, env_override: &str) -> PathBuf {
         .find(|candidate| candidate.is_file())
         .unwrap_or_else(|| {
             panic!(
-                "{name} not found in PATH: install it (Debian: `apt-get install redis-server redis-tools`) \
-                 or set {env_override} to its path"
+                "{name} not found in PATH: `scripts/install-deps.sh test` installs it (Debian \
+                 packages redis-server, redis-tools, etcd-server), or set {env_override} to its path"
             )
         })
 }

@@ -39,12 +39,11 @@ fn del(st: &Storage, keys: &[Bytes]) -> Outcome {
     let now = now_ms();
     let mut batch = st.engine.batch();
     let mut deleted = 0;
-    let mut seen: Vec<&[u8]> = Vec::new();
-    for key in keys {
-        if seen.contains(&&key[..]) {
-            continue;
-        }
-        seen.push(key);
+    // A key named twice is deleted (and counted) once, as in Redis.
+    let mut unique: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
+    unique.sort_unstable();
+    unique.dedup();
+    for key in unique {
         if st.engine.header(st.shard(key), key, now)?.is_some() {
             st.engine.delete(&mut batch, st.shard(key), key);
             deleted += 1;

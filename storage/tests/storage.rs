@@ -246,3 +246,15 @@ fn expiretime_rounds_without_overflow_at_the_far_end() {
     );
     assert_eq!(run(&st, &["PEXPIRETIME", "k"]), Reply::Int(i64::MAX));
 }
+
+#[test]
+fn del_counts_a_repeated_key_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = open(dir.path(), 8);
+    run(&st, &["MSET", "a", "1", "b", "2"]);
+    assert_eq!(
+        run(&st, &["DEL", "a", "a", "b", "missing", "b"]),
+        Reply::Int(2)
+    );
+    assert_eq!(run(&st, &["EXISTS", "a", "b"]), Reply::Int(0));
+}

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use ringkv_common::command::{self, CommandSpec};
 use ringkv_common::resp::{Parsed, Reply, RequestParser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -58,6 +59,60 @@ pub struct Connection {
     counts: BatchCounts,
     /// Whether a command since the last flush wrote to the engine.
     wrote: bool,
+    /// Consecutive plain SET / MSET requests of this batch, to run as one write.
+    coalesced: Coalesced,
+}
+
+/// Consecutive blind writes (plain `SET key value`, `MSET`) of one batch, gathered into one
+/// MSET so that a pipeline of writes costs one engine write, one lock round and one log
+/// append instead of one each. Blind writes read nothing, so running them together at the
+/// first request that is not one (or at the end of the batch, before any reply is sent) is
+/// indistinguishable for every client: each request still takes effect between its arrival
+/// and its reply, in order. Requests with options (NX, XX, GET, EX…) are not blind.
+struct Coalesced {
+    /// `MSET k1 v1 k2 v2 …`, sharing the request buffers (no copy).
+    args: Vec<Bytes>,
+    /// How many requests the MSET stands for; each gets its reply.
+    requests: usize,
+    /// MSET's table entry.
+    spec: &'static CommandSpec,
+}
+
+impl Coalesced {
+    fn new() -> Coalesced {
+        let spec = command::lookup(b"mset").expect("MSET is in the static command table");
+        Coalesced {
+            args: Vec::new(),
+            requests: 0,
+            spec,
+        }
+    }
+
+    /// Takes `args` into the group if it is a blind write; otherwise leaves it to dispatch.
+    fn absorb(&mut self, args: &[Bytes]) -> bool {
+        let name = &args[0];
+        let blind = (args.len() == 3 && name.eq_ignore_ascii_case(b"set"))
+            || (args.len() >= 3 && args.len() % 2 == 1 && name.eq_ignore_ascii_case(b"mset"));
+        if !blind {
+            return false;
+        }
+        if self.args.is_empty() {
+            self.args.push(Bytes::from_static(b"MSET"));
+        }
+        self.args.extend_from_slice(&args[1..]);
+        self.requests += 1;
+        true
+    }
+
+    /// The gathered MSET and how many requests it answers, if any.
+    fn take(&self) -> Option<(&[Bytes], usize)> {
+        (self.requests > 0).then_some((&self.args[..], self.requests))
+    }
+
+    fn clear(&mut self) {
+        self.args.clear();
+        self.requests = 0;
+    }
 }
 
 /// Serves one accepted client until it disconnects, sends QUIT, breaks the protocol, or the
@@ -102,6 +157,7 @@ impl Connection {
             session,
             counts: BatchCounts::default(),
             wrote: false,
+            coalesced: Coalesced::new(),
         })
     }
 
@@ -135,7 +191,9 @@ impl Connection {
     async fn run_batch(&mut self, ctx: &ServerContext) -> io::Result<Next> {
         loop {
             match self.parser.parse(&mut self.input, &mut self.args) {
+                Ok(Parsed::Request) if self.coalesced.absorb(&self.args) => self.args.clear(),
                 Ok(Parsed::Request) => {
+                    self.run_coalesced(ctx).await;
                     let outcome = dispatch(&mut self.session, ctx, &self.args).await;
                     self.args.clear();
                     self.counts.commands += u64::from(outcome.ran);
@@ -150,14 +208,32 @@ impl Connection {
                 }
                 Ok(Parsed::Empty) => self.args.clear(),
                 // A partly received request keeps its arguments for the next read.
-                Ok(Parsed::Incomplete) => return Ok(Next::Read),
+                Ok(Parsed::Incomplete) => {
+                    self.run_coalesced(ctx).await;
+                    return Ok(Next::Read);
+                }
                 Err(err) => {
+                    self.run_coalesced(ctx).await;
                     tracing::debug!(peer = %self.session.peer, %err, "protocol error, closing");
                     self.push(&Reply::error_owned(format!("ERR {err}")));
                     return Ok(Next::Close);
                 }
             }
         }
+    }
+
+    /// Runs the blind writes gathered so far as one MSET and answers each of them.
+    async fn run_coalesced(&mut self, ctx: &ServerContext) {
+        let Some((args, requests)) = self.coalesced.take() else {
+            return;
+        };
+        let reply = ctx.backend.execute(self.coalesced.spec, args).await;
+        for _ in 0..requests {
+            self.push(&reply);
+        }
+        self.coalesced.clear();
+        self.counts.commands += requests as u64;
+        self.wrote = true;
     }
 
     /// Encodes a reply in the session's protocol (after the command ran: HELLO 3's own reply

@@ -137,6 +137,35 @@ async fn pipelined_requests_are_answered_in_order() {
     server.stop().await;
 }
 
+/// A pipeline of plain SETs and MSETs runs as one engine write; every request still gets its
+/// own reply, in order, and a later read in the same pipeline sees the writes before it.
+#[tokio::test]
+async fn pipelined_writes_answer_each_request_and_are_read_back_in_order() {
+    let server = start().await;
+    let mut c = server.client().await;
+    let mut batch = Vec::new();
+    for words in [
+        &["SET", "k", "1"][..],
+        &["set", "k", "2"],
+        &["GET", "k"],
+        &["MSET", "a", "x", "k", "3"],
+        &["MSET", "odd"],
+        &["SET", "k", "4", "NX"],
+        &["INCR", "k"],
+        &["SET", "a", "y"],
+        &["MGET", "a", "k"],
+        &["SET", "only-key"],
+    ] {
+        batch.extend(req(words));
+    }
+    let expected = "+OK\r\n+OK\r\n$1\r\n2\r\n+OK\r\n\
+                    -ERR wrong number of arguments for 'mset' command\r\n\
+                    $-1\r\n:4\r\n+OK\r\n*2\r\n$1\r\ny\r\n$1\r\n4\r\n\
+                    -ERR wrong number of arguments for 'set' command\r\n";
+    roundtrip(&mut c, &batch, expected.as_bytes()).await;
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn requests_split_across_reads_are_reassembled() {
     let server = start().await;

@@ -14,6 +14,7 @@
 //!   INFO, TIME…).
 //! - [`backend`]: where every other command goes; today the in-process storage engine, in a
 //!   cluster the remote storage nodes.
+//! - [`pool`]: pooled, pipelined connections to one storage node, for the cluster backend.
 //! - [`context`]: what all connections share: settings, counters, backend.
 //! - [`stats`]: lock-free counters for INFO.
 //! - [`process`]: facts about this process for INFO (memory, CPU, OS).
@@ -26,6 +27,7 @@ pub mod config;
 pub mod connection;
 pub mod context;
 pub mod dispatch;
+pub mod pool;
 pub mod process;
 pub mod server;
 pub mod session;

@@ -1,0 +1,681 @@
+//! Multiplexed, pipelined connections from the proxy to one storage node.
+//!
+//! A proxy may serve tens of thousands of clients, but a storage node should see a fixed,
+//! small number of connections from it (default 2): connection count then stays independent
+//! of client count, and many small requests share one syscall. Each connection is two tasks:
+//!
+//! - the *writer* waits for the first queued request, then takes everything else already
+//!   queued (`try_recv`), encodes the whole batch into one buffer and writes it at once; it
+//!   records each request's reply sender in the shared FIFO *before* writing, so the reader can
+//!   never see a reply whose request it does not know;
+//! - the *reader* decodes replies as they arrive and completes the oldest waiting request with
+//!   each one: RESP replies come back in request order, so no request id is needed.
+//!
+//! Every request holds a slot of its connection's semaphore from the moment it is queued until
+//! its reply (or error) is delivered, so queued plus unanswered requests never exceed
+//! `queue_depth`: a slow node pushes back on callers instead of growing memory.
+//!
+//! A connection that fails (I/O error, EOF, an undecodable reply, or its oldest request
+//! passing its deadline) fails every request waiting on it with an error naming the node, then
+//! reconnects: at once if it had been working, otherwise after a capped exponential backoff
+//! during which new requests fail fast instead of hanging.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use redis_protocol::resp2::decode::decode_bytes_mut;
+use redis_protocol::resp2::types::BytesFrame;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tokio::time::Instant;
+
+/// Most requests encoded into one write: bounds the buffer and the latency of the first
+/// request in a batch when the queue is very deep.
+const MAX_BATCH: usize = 1024;
+
+/// A write buffer grown past this by one huge batch is given back rather than kept for the
+/// life of the connection.
+const KEEP_WRITE_BUFFER: usize = 1024 * 1024;
+
+/// Settings of the connections to one storage node.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    /// Connections to the node. Two keep one slow reply from stalling everything behind it
+    /// while still batching well; more rarely helps.
+    pub connections: usize,
+    /// Requests that may be queued or awaiting their reply per connection; callers beyond it
+    /// wait (`call`) or are refused (`try_call`).
+    pub queue_depth: usize,
+    /// How long a caller waits, queueing included, before it gets [`PoolError::Timeout`]; a
+    /// connection whose oldest request passes it is presumed dead and reconnected.
+    pub request_timeout: Duration,
+    /// How long one connection attempt may take before it counts as failed.
+    pub connect_timeout: Duration,
+    /// First wait after a failed connection attempt; doubles per further failure.
+    pub backoff_min: Duration,
+    /// Longest wait between connection attempts.
+    pub backoff_max: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            connections: 2,
+            queue_depth: 4096,
+            request_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(1),
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a request to a storage node got no reply. Every message names the node, because the
+/// proxy talks to many and the error may end up in a client's reply or a log line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    /// The request's deadline passed, queueing included.
+    #[error("storage node {addr} did not answer within {timeout:?}")]
+    Timeout {
+        /// The node.
+        addr: SocketAddr,
+        /// The configured request timeout.
+        timeout: Duration,
+    },
+    /// The connection failed, or is down and waiting to reconnect.
+    #[error("storage node {addr} unavailable: {reason}")]
+    Unavailable {
+        /// The node.
+        addr: SocketAddr,
+        /// What went wrong, for the log.
+        reason: String,
+    },
+    /// `try_call` found the connection's queue full.
+    #[error("storage node {addr} request queue full")]
+    Busy {
+        /// The node.
+        addr: SocketAddr,
+    },
+    /// The pool was dropped while the request waited.
+    #[error("connection pool to storage node {addr} closed")]
+    Closed {
+        /// The node.
+        addr: SocketAddr,
+    },
+    /// The node sent something that is not RESP2, so nothing after it can be trusted.
+    #[error("protocol error from storage node {addr}: {reason}")]
+    Protocol {
+        /// The node.
+        addr: SocketAddr,
+        /// The decoder's complaint.
+        reason: String,
+    },
+}
+
+/// A snapshot of the pool's counters, for the metrics endpoint and INFO.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Requests holding a queue slot: queued for a writer or awaiting their reply.
+    pub in_flight: u64,
+    /// Writes made, each carrying one batch of requests.
+    pub batches: u64,
+    /// Requests written, summed over batches: `batched_requests / batches` is the mean
+    /// batch size, the figure that shows whether pipelining works.
+    pub batched_requests: u64,
+    /// Connections established again after one failed.
+    pub reconnects: u64,
+    /// Requests that failed with [`PoolError::Timeout`].
+    pub timeouts: u64,
+    /// Connections currently established.
+    pub connections_up: u64,
+}
+
+/// Counters shared by the pool and its connection tasks.
+#[derive(Debug, Default)]
+struct Counters {
+    in_flight: AtomicU64,
+    batches: AtomicU64,
+    batched_requests: AtomicU64,
+    reconnects: AtomicU64,
+    timeouts: AtomicU64,
+    connections_up: AtomicU64,
+}
+
+/// A request's place in its connection's queue; giving it back (on drop, whatever path the
+/// request took) frees room for the next caller and keeps `in_flight` exact.
+struct QueueSlot {
+    _permit: OwnedSemaphorePermit,
+    counters: Arc<Counters>,
+}
+
+impl QueueSlot {
+    fn new(permit: OwnedSemaphorePermit, counters: &Arc<Counters>) -> Self {
+        counters.in_flight.fetch_add(1, Ordering::Relaxed);
+        QueueSlot {
+            _permit: permit,
+            counters: Arc::clone(counters),
+        }
+    }
+}
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+type ReplySender = oneshot::Sender<Result<BytesFrame, PoolError>>;
+
+/// A request on its way to the writer.
+struct Request {
+    args: Vec<Bytes>,
+    reply: ReplySender,
+    deadline: Instant,
+    slot: QueueSlot,
+}
+
+/// A request written (or about to be) whose reply has not arrived.
+struct Waiting {
+    reply: ReplySender,
+    deadline: Instant,
+    _slot: QueueSlot,
+}
+
+impl Waiting {
+    /// Frees the queue slot before waking the caller, so a caller that has its reply never
+    /// sees its own request still counted in flight.
+    fn complete(self, result: Result<BytesFrame, PoolError>) {
+        let Waiting { reply, _slot, .. } = self;
+        drop(_slot);
+        let _ = reply.send(result);
+    }
+}
+
+/// What the writer and reader of one connection share.
+struct Shared {
+    /// Requests in the order they were written, so in the order their replies will come.
+    waiting: Mutex<VecDeque<Waiting>>,
+    /// Wakes the reader when the queue goes from empty to not, to arm its deadline timer.
+    written: Notify,
+    /// Set by the reader when it delivers a reply: the connection worked, so a failure after
+    /// it reconnects without waiting.
+    delivered: AtomicBool,
+}
+
+impl Shared {
+    fn waiting(&self) -> MutexGuard<'_, VecDeque<Waiting>> {
+        // Never held across an await or a panic point that leaves the queue inconsistent.
+        self.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The caller's side of one connection.
+struct Conn {
+    queue: mpsc::Sender<Request>,
+    room: Arc<Semaphore>,
+    /// Between a failed connection attempt and the next one: callers fail fast.
+    down: Arc<Down>,
+}
+
+/// Whether a connection is backing off, and why, so callers can fail fast with the reason.
+#[derive(Default)]
+struct Down {
+    flag: AtomicBool,
+    reason: Mutex<String>,
+}
+
+impl Down {
+    fn set(&self, reason: &str) {
+        reason.clone_into(&mut self.reason.lock().unwrap_or_else(|p| p.into_inner()));
+        self.flag.store(true, Ordering::Release);
+    }
+
+    fn clear(&self) {
+        self.flag.store(false, Ordering::Release);
+    }
+
+    fn is_down(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    fn reason(&self) -> String {
+        self.reason
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Pooled, pipelined connections to one storage node. Cheap to share behind an `Arc`;
+/// dropping it closes the connections and fails whatever still waits with
+/// [`PoolError::Closed`].
+pub struct NodePool {
+    addr: SocketAddr,
+    config: PoolConfig,
+    conns: Vec<Conn>,
+    next: AtomicUsize,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for NodePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodePool")
+            .field("addr", &self.addr)
+            .field("connections", &self.conns.len())
+            .finish()
+    }
+}
+
+impl NodePool {
+    /// Starts the connection tasks (it must be called inside a tokio runtime). Connecting
+    /// happens in the background: requests made meanwhile wait for the first attempt rather
+    /// than fail. `connections` and `queue_depth` below 1 are taken as 1.
+    pub fn new(addr: SocketAddr, config: PoolConfig) -> Self {
+        let counters = Arc::new(Counters::default());
+        let queue_depth = config.queue_depth.max(1);
+        let conns = (0..config.connections.max(1))
+            .map(|_| {
+                let (queue, requests) = mpsc::channel(queue_depth);
+                let down = Arc::new(Down::default());
+                let task = ConnTask {
+                    addr,
+                    config: config.clone(),
+                    counters: Arc::clone(&counters),
+                    down: Arc::clone(&down),
+                };
+                tokio::spawn(task.run(requests));
+                Conn {
+                    queue,
+                    room: Arc::new(Semaphore::new(queue_depth)),
+                    down,
+                }
+            })
+            .collect();
+        NodePool {
+            addr,
+            config,
+            conns,
+            next: AtomicUsize::new(0),
+            counters,
+        }
+    }
+
+    /// The node this pool talks to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sends one command (its arguments, name first) and waits for its reply, waiting for
+    /// queue room if the connection is saturated. An error reply from the node (`-ERR …`) is a
+    /// reply, not a [`PoolError`]: only the transport failing is.
+    pub async fn call(&self, args: Vec<Bytes>) -> Result<BytesFrame, PoolError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        let result = async {
+            let conn = self.pick()?;
+            let request = async {
+                let permit = Arc::clone(&conn.room)
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| self.closed())?;
+                self.send(conn, args, permit, deadline).await
+            };
+            match tokio::time::timeout_at(deadline, request).await {
+                Ok(result) => result,
+                Err(_) => Err(self.timeout()),
+            }
+        }
+        .await;
+        self.count(result)
+    }
+
+    /// Like [`call`](Self::call), but fails at once with [`PoolError::Busy`] instead of
+    /// waiting when the chosen connection's queue is full: for callers that would rather shed
+    /// load than queue behind a slow node.
+    pub async fn try_call(&self, args: Vec<Bytes>) -> Result<BytesFrame, PoolError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        let result = async {
+            let conn = self.pick()?;
+            let permit = match Arc::clone(&conn.room).try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(TryAcquireError::NoPermits) => return Err(PoolError::Busy { addr: self.addr }),
+                Err(TryAcquireError::Closed) => return Err(self.closed()),
+            };
+            match tokio::time::timeout_at(deadline, self.send(conn, args, permit, deadline)).await {
+                Ok(result) => result,
+                Err(_) => Err(self.timeout()),
+            }
+        }
+        .await;
+        self.count(result)
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> PoolStats {
+        let c = &self.counters;
+        PoolStats {
+            in_flight: c.in_flight.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            batched_requests: c.batched_requests.load(Ordering::Relaxed),
+            reconnects: c.reconnects.load(Ordering::Relaxed),
+            timeouts: c.timeouts.load(Ordering::Relaxed),
+            connections_up: c.connections_up.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The next connection round-robin, skipping those backing off; if all are, the error
+    /// says why the chosen one is down.
+    fn pick(&self) -> Result<&Conn, PoolError> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = self.conns.len();
+        for i in 0..n {
+            let conn = &self.conns[(start + i) % n];
+            if !conn.down.is_down() {
+                return Ok(conn);
+            }
+        }
+        Err(PoolError::Unavailable {
+            addr: self.addr,
+            reason: self.conns[start % n].down.reason(),
+        })
+    }
+
+    async fn send(
+        &self,
+        conn: &Conn,
+        args: Vec<Bytes>,
+        permit: OwnedSemaphorePermit,
+        deadline: Instant,
+    ) -> Result<BytesFrame, PoolError> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            args,
+            reply,
+            deadline,
+            slot: QueueSlot::new(permit, &self.counters),
+        };
+        conn.queue.send(request).await.map_err(|_| self.closed())?;
+        answer.await.map_err(|_| self.closed())?
+    }
+
+    fn count(&self, result: Result<BytesFrame, PoolError>) -> Result<BytesFrame, PoolError> {
+        if matches!(result, Err(PoolError::Timeout { .. })) {
+            self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn timeout(&self) -> PoolError {
+        PoolError::Timeout {
+            addr: self.addr,
+            timeout: self.config.request_timeout,
+        }
+    }
+
+    fn closed(&self) -> PoolError {
+        PoolError::Closed { addr: self.addr }
+    }
+}
+
+/// Why a connection ended.
+enum Failure {
+    /// The pool was dropped.
+    Closed,
+    /// The oldest waiting request passed its deadline.
+    Timeout,
+    /// Connect, read or write failed, or the node closed the connection.
+    Io(String),
+    /// The node sent something undecodable, or a reply nobody asked for.
+    Protocol(String),
+}
+
+/// The background side of one connection: connects, runs writer and reader, reconnects.
+struct ConnTask {
+    addr: SocketAddr,
+    config: PoolConfig,
+    counters: Arc<Counters>,
+    down: Arc<Down>,
+}
+
+impl ConnTask {
+    async fn run(self, mut requests: mpsc::Receiver<Request>) {
+        let mut backoff = self.config.backoff_min;
+        let mut connected_before = false;
+        let mut wait = false;
+        loop {
+            if wait {
+                // Fail fast while waiting: a caller learns the node is down now, not after
+                // its timeout.
+                let until = Instant::now() + backoff;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => break,
+                        request = requests.recv() => match request {
+                            Some(Request { reply, slot, .. }) => {
+                                drop(slot);
+                                let error = self.error(&Failure::Io(self.down.reason()));
+                                let _ = reply.send(Err(error));
+                            }
+                            None => return,
+                        },
+                    }
+                }
+                backoff = (backoff * 2).min(self.config.backoff_max);
+            }
+            let stream = match tokio::time::timeout(
+                self.config.connect_timeout,
+                TcpStream::connect(self.addr),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
+                    self.down.set(&format!("connect failed: {err}"));
+                    wait = true;
+                    continue;
+                }
+                Err(_) => {
+                    let timeout = self.config.connect_timeout;
+                    self.down
+                        .set(&format!("connect timed out after {timeout:?}"));
+                    wait = true;
+                    continue;
+                }
+            };
+            // Requests are small and already batched: Nagle would only add latency.
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(addr = %self.addr, %err, "set_nodelay failed");
+            }
+            if connected_before {
+                self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+            }
+            connected_before = true;
+            self.down.clear();
+            self.counters.connections_up.fetch_add(1, Ordering::Relaxed);
+
+            let (failure, worked) = self.serve(stream, &mut requests).await;
+            self.counters.connections_up.fetch_sub(1, Ordering::Relaxed);
+            if let Failure::Closed = failure {
+                return;
+            }
+            let reason = match &failure {
+                Failure::Timeout => "a request timed out".to_owned(),
+                Failure::Io(reason) | Failure::Protocol(reason) => reason.clone(),
+                Failure::Closed => return,
+            };
+            tracing::warn!(addr = %self.addr, %reason, "storage node connection failed");
+            self.down.set(&reason);
+            // Reconnect at once if the connection was working; back off if it never did,
+            // so a node that accepts and drops us is not hammered.
+            if worked {
+                backoff = self.config.backoff_min;
+                self.down.clear();
+            }
+            wait = !worked;
+        }
+    }
+
+    /// Runs one established connection until it fails; fails every request still waiting on
+    /// it. Returns why it ended and whether it ever delivered a reply.
+    async fn serve(
+        &self,
+        stream: TcpStream,
+        requests: &mut mpsc::Receiver<Request>,
+    ) -> (Failure, bool) {
+        let (read, write) = stream.into_split();
+        let shared = Arc::new(Shared {
+            waiting: Mutex::new(VecDeque::new()),
+            written: Notify::new(),
+            delivered: AtomicBool::new(false),
+        });
+        let mut reader = tokio::spawn(read_replies(read, Arc::clone(&shared)));
+        let failure = tokio::select! {
+            failure = write_requests(write, requests, &shared, &self.counters) => failure,
+            joined = &mut reader => joined
+                .unwrap_or_else(|err| Failure::Io(format!("reply reader failed: {err}"))),
+        };
+        reader.abort();
+        let error = self.error(&failure);
+        let waiting = std::mem::take(&mut *shared.waiting());
+        for request in waiting {
+            request.complete(Err(error.clone()));
+        }
+        (failure, shared.delivered.load(Ordering::Relaxed))
+    }
+
+    fn error(&self, failure: &Failure) -> PoolError {
+        let addr = self.addr;
+        match failure {
+            Failure::Closed => PoolError::Closed { addr },
+            Failure::Timeout => PoolError::Timeout {
+                addr,
+                timeout: self.config.request_timeout,
+            },
+            Failure::Io(reason) => PoolError::Unavailable {
+                addr,
+                reason: reason.clone(),
+            },
+            Failure::Protocol(reason) => PoolError::Protocol {
+                addr,
+                reason: reason.clone(),
+            },
+        }
+    }
+}
+
+/// The writer: one buffer and one write per wakeup, however many requests are queued.
+async fn write_requests(
+    mut write: OwnedWriteHalf,
+    requests: &mut mpsc::Receiver<Request>,
+    shared: &Shared,
+    counters: &Counters,
+) -> Failure {
+    let mut buf = Vec::with_capacity(16 * 1024);
+    let mut batch = Vec::new();
+    loop {
+        let Some(first) = requests.recv().await else {
+            return Failure::Closed;
+        };
+        let mut next = Some(first);
+        let mut taken = 0;
+        while let Some(request) = next {
+            taken += 1;
+            // A caller that gave up before its request was written is skipped: nothing will
+            // wait for that reply.
+            if !request.reply.is_closed() {
+                encode_request(&request.args, &mut buf);
+                batch.push(Waiting {
+                    reply: request.reply,
+                    deadline: request.deadline,
+                    _slot: request.slot,
+                });
+            }
+            next = if taken < MAX_BATCH {
+                requests.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        counters.batches.fetch_add(1, Ordering::Relaxed);
+        counters
+            .batched_requests
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        // Recorded before writing, so no reply can arrive for a request the reader does not
+        // know about.
+        shared.waiting().extend(batch.drain(..));
+        shared.written.notify_one();
+        if let Err(err) = write.write_all(&buf).await {
+            return Failure::Io(format!("write failed: {err}"));
+        }
+        buf.clear();
+        if buf.capacity() > KEEP_WRITE_BUFFER {
+            buf = Vec::with_capacity(16 * 1024);
+        }
+    }
+}
+
+/// The reader: completes the oldest waiting request with each reply, and declares the
+/// connection dead when the oldest request passes its deadline.
+async fn read_replies(mut read: OwnedReadHalf, shared: Arc<Shared>) -> Failure {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        loop {
+            match decode_bytes_mut(&mut buf) {
+                Ok(Some((frame, _, _))) => {
+                    let Some(request) = shared.waiting().pop_front() else {
+                        return Failure::Protocol("a reply nobody asked for".to_owned());
+                    };
+                    shared.delivered.store(true, Ordering::Relaxed);
+                    request.complete(Ok(frame));
+                }
+                Ok(None) => break,
+                Err(err) => return Failure::Protocol(err.to_string()),
+            }
+        }
+        let oldest = shared.waiting().front().map(|request| request.deadline);
+        let expired = async {
+            match oldest {
+                Some(deadline) => tokio::time::sleep_until(deadline).await,
+                None => std::future::pending().await,
+            }
+        };
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(16 * 1024);
+        }
+        tokio::select! {
+            biased;
+            read = read.read_buf(&mut buf) => match read {
+                Ok(0) => return Failure::Io("connection closed by the node".to_owned()),
+                Ok(_) => {}
+                Err(err) => return Failure::Io(format!("read failed: {err}")),
+            },
+            () = expired => return Failure::Timeout,
+            () = shared.written.notified() => {}
+        }
+    }
+}
+
+/// Encodes a request as Redis clients do: a multibulk array of bulk strings.
+fn encode_request(args: &[Bytes], buf: &mut Vec<u8>) {
+    let mut digits = itoa::Buffer::new();
+    buf.push(b'*');
+    buf.extend_from_slice(digits.format(args.len()).as_bytes());
+    buf.extend_from_slice(b"\r\n");
+    for arg in args {
+        buf.push(b'$');
+        buf.extend_from_slice(digits.format(arg.len()).as_bytes());
+        buf.extend_from_slice(b"\r\n");
+        buf.extend_from_slice(arg);
+        buf.extend_from_slice(b"\r\n");
+    }
+}

@@ -15,10 +15,6 @@ pub const SYNTAX: Reply = Reply::error("ERR syntax error");
 pub const OVERFLOW: Reply = Reply::error("ERR increment or decrement would overflow");
 /// `ERR no such key`.
 pub const NO_SUCH_KEY: Reply = Reply::error("ERR no such key");
-/// `WRONGTYPE …`, for a key holding a value of another type.
-pub const WRONG_TYPE: Reply =
-    Reply::error("WRONGTYPE Operation against a key holding the wrong kind of value");
-
 /// An argument as a 64-bit integer, or Redis's not-an-integer error.
 pub fn int_arg(arg: &Bytes) -> Result<i64, Reply> {
     parse_i64(arg).ok_or(NOT_INTEGER)

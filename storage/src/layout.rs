@@ -23,13 +23,50 @@ pub fn order_of(key: &[u8]) -> u64 {
     stable_hash(key)
 }
 
+/// Record keys up to this length are built on the stack; longer ones allocate.
+const INLINE_KEY: usize = 128;
+
+/// A data record key. Every GET and SET builds one, so short keys (nearly all of them) are
+/// assembled in place instead of on the heap.
+pub enum DataKey {
+    /// Prefix and key in a fixed buffer: the first `len` bytes are the record key.
+    Inline { buf: [u8; INLINE_KEY], len: usize },
+    /// A record key too long for the buffer.
+    Heap(Vec<u8>),
+}
+
+impl std::ops::Deref for DataKey {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            DataKey::Inline { buf, len } => &buf[..*len],
+            DataKey::Heap(v) => v,
+        }
+    }
+}
+
+impl AsRef<[u8]> for DataKey {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
 /// The data record key for a user key.
-pub fn data_key(key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(DATA_PREFIX_LEN + key.len());
+pub fn data_key(key: &[u8]) -> DataKey {
+    let len = DATA_PREFIX_LEN + key.len();
+    let order = order_of(key).to_be_bytes();
+    if len <= INLINE_KEY {
+        let mut buf = [0u8; INLINE_KEY];
+        buf[0] = DATA;
+        buf[1..DATA_PREFIX_LEN].copy_from_slice(&order);
+        buf[DATA_PREFIX_LEN..len].copy_from_slice(key);
+        return DataKey::Inline { buf, len };
+    }
+    let mut out = Vec::with_capacity(len);
     out.push(DATA);
-    out.extend_from_slice(&order_of(key).to_be_bytes());
+    out.extend_from_slice(&order);
     out.extend_from_slice(key);
-    out
+    DataKey::Heap(out)
 }
 
 /// The first data record key at or after scan position `order`.
@@ -79,7 +116,16 @@ mod tests {
         let (order, key) = split_data_key(&record).expect("data key");
         assert_eq!(order, order_of(b"user:1"));
         assert_eq!(key, b"user:1");
-        assert!(data_seek(order).as_slice() <= record.as_slice());
+        assert!(data_seek(order).as_slice() <= &record[..]);
+    }
+
+    #[test]
+    fn long_keys_build_the_same_record_key_on_the_heap() {
+        let long = vec![b'x'; 500];
+        let record = data_key(&long);
+        assert!(matches!(record, DataKey::Heap(_)));
+        assert_eq!(split_data_key(&record), Some((order_of(&long), &long[..])));
+        assert!(matches!(data_key(b"short"), DataKey::Inline { .. }));
     }
 
     #[test]

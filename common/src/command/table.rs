@@ -44,8 +44,6 @@ pub mod flag {
     /// Reply order is not deterministic (KEYS, SCAN…), in the ACL sense of "dangerous" when
     /// paired with a full keyspace walk.
     pub const DANGEROUS: u32 = 1 << 10;
-    /// Keys are optional (EXISTS on no key is still well-formed in some forms).
-    pub const NO_MANDATORY_KEYS: u32 = 1 << 11;
 
     /// Flag bits with their COMMAND INFO names, in Redis's order.
     pub const NAMES: [(u32, &str); 10] = [

@@ -133,18 +133,6 @@ impl Reply {
     }
 }
 
-impl From<Bytes> for Reply {
-    fn from(bytes: Bytes) -> Self {
-        Reply::Bulk(bytes)
-    }
-}
-
-impl From<i64> for Reply {
-    fn from(n: i64) -> Self {
-        Reply::Int(n)
-    }
-}
-
 fn line(out: &mut BytesMut, prefix: u8, text: &[u8]) {
     out.reserve(text.len() + 3);
     out.put_u8(prefix);

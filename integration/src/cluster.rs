@@ -319,7 +319,10 @@ enum Startup {
 fn ping(addr: SocketAddr) -> Result<(), String> {
     let mut client = RespClient::connect_timeout(addr, Duration::from_secs(2))
         .map_err(|e| format!("connect: {e}"))?;
-    match client.command(&["PING"]).map_err(|e| format!("PING: {e}"))? {
+    match client
+        .command(&["PING"])
+        .map_err(|e| format!("PING: {e}"))?
+    {
         Reply::Simple(ref s) if s == b"PONG" => Ok(()),
         other => Err(format!("PING answered {other}")),
     }
@@ -461,7 +464,10 @@ impl Cluster {
     /// `assign` and waits until every node serves that map epoch, then starts the proxies and
     /// waits until each answers `SET` with `+OK`.
     pub fn start(config: ClusterBuilder) -> Cluster {
-        assert!(config.nodes >= 1, "a cluster needs at least one storage node");
+        assert!(
+            config.nodes >= 1,
+            "a cluster needs at least one storage node"
+        );
         let root = tempfile::Builder::new()
             .prefix("ringkv-cluster-")
             .tempdir()
@@ -532,7 +538,8 @@ impl Cluster {
     /// A new raw RESP2 connection to proxy `i`.
     pub fn proxy(&self, i: usize) -> RespClient {
         let addr = self.proxy_addr(i);
-        RespClient::connect(addr).unwrap_or_else(|e| panic!("connecting to proxy {i} on {addr}: {e}"))
+        RespClient::connect(addr)
+            .unwrap_or_else(|e| panic!("connecting to proxy {i} on {addr}: {e}"))
     }
 
     /// Starts one more proxy with the builder's proxy flags plus `extra_args`, and waits until
@@ -650,7 +657,8 @@ impl Cluster {
     /// command).
     pub fn node_client(&self, i: usize) -> RespClient {
         let addr = self.node_addr(i);
-        RespClient::connect(addr).unwrap_or_else(|e| panic!("connecting to node {i} on {addr}: {e}"))
+        RespClient::connect(addr)
+            .unwrap_or_else(|e| panic!("connecting to node {i} on {addr}: {e}"))
     }
 
     /// `INFO` of storage node `i`, over a fresh connection (which its `connected_clients`
@@ -877,12 +885,18 @@ impl Cluster {
         let mut out = Vec::new();
         for proxy in &mut self.proxies {
             if proxy.process.child.is_some() {
-                out.push((proxy.process.label.clone(), proxy.process.stop(Stop::Graceful)));
+                out.push((
+                    proxy.process.label.clone(),
+                    proxy.process.stop(Stop::Graceful),
+                ));
             }
         }
         for node in &mut self.nodes {
             if node.process.child.is_some() {
-                out.push((node.process.label.clone(), node.process.stop(Stop::Graceful)));
+                out.push((
+                    node.process.label.clone(),
+                    node.process.stop(Stop::Graceful),
+                ));
             }
         }
         out
@@ -1005,7 +1019,10 @@ mod tests {
             parse_epoch("cluster test: 8 shards, 1 replicas\nmap epoch 12\nNODE STATE"),
             Some(12)
         );
-        assert_eq!(parse_epoch("map: none yet (run `ringkv-admin assign`)"), None);
+        assert_eq!(
+            parse_epoch("map: none yet (run `ringkv-admin assign`)"),
+            None
+        );
     }
 
     #[test]

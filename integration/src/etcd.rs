@@ -81,7 +81,10 @@ impl Etcd {
                 }
                 Err(failure) => {
                     let port_taken = failure.exited
-                        && failure.tail.to_lowercase().contains("address already in use");
+                        && failure
+                            .tail
+                            .to_lowercase()
+                            .contains("address already in use");
                     if port_taken && attempt < ATTEMPTS {
                         continue;
                     }
@@ -103,7 +106,12 @@ impl Etcd {
         let _guard = START_LOCK
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        match spawn_and_wait(self.dir.path(), &self.data, self.client_port, self.peer_port) {
+        match spawn_and_wait(
+            self.dir.path(),
+            &self.data,
+            self.client_port,
+            self.peer_port,
+        ) {
             Ok(child) => self.child = Some(child),
             Err(failure) => panic!("restarting etcd: {}", failure.message),
         }

@@ -4,6 +4,7 @@
 //!   or RESP3.
 //! - [`command`]: the command table (name, arity, flags, key positions, docs) that drives
 //!   dispatch, `COMMAND`, and routing.
+//! - [`cursor`]: the SCAN cursor layout (shard, position), shared by storage and proxy.
 //! - [`placement`]: the frozen key hash, hash tags, and key → shard.
 //! - [`ring`]: the consistent-hash ring (virtual nodes, weights, zones): each shard's order
 //!   of preference over the storage nodes, by a frozen specification.
@@ -13,6 +14,8 @@
 //!   shard map.
 //! - [`etcd`]: the etcd key layout (one source of truth) and async helpers to read, write by
 //!   compare-and-swap, register under a lease, and watch.
+//! - [`internal`]: the proxy ↔ storage-node protocol: the shard/epoch envelope and the typed
+//!   MOVED / STALE refusals.
 //! - [`args`]: parsing numbers and options out of command arguments with Redis's errors.
 //! - [`glob`]: Redis glob patterns (KEYS, SCAN MATCH, CONFIG GET).
 //! - [`clock`]: wall-clock milliseconds, the unit of every expiry.
@@ -21,8 +24,10 @@ pub mod args;
 pub mod balance;
 pub mod clock;
 pub mod command;
+pub mod cursor;
 pub mod etcd;
 pub mod glob;
+pub mod internal;
 pub mod placement;
 pub mod resp;
 pub mod ring;

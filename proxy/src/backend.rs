@@ -1,10 +1,8 @@
-//! Where commands that are not answered by the connection itself go.
-//!
-//! Today there is one place: the storage engine in this process. The cluster adds a `Remote`
-//! variant (pooled, pipelined connections to storage nodes, chosen by the shard map); every
-//! caller goes through these methods, so it is the only seam that changes. An enum rather
-//! than a trait object: the set is closed, and a match is cheaper than a virtual async call
-//! on the hot path.
+//! Where commands that are not answered by the connection itself go: the storage engine in
+//! this process (standalone `ringkv`), or the storage nodes of a cluster (`ringkv-proxy`,
+//! pooled pipelined connections chosen by the shard map). Every caller goes through these
+//! methods, so this is the only seam between the two. An enum rather than a trait object:
+//! the set is closed, and a match is cheaper than a virtual async call on the hot path.
 
 use std::sync::Arc;
 
@@ -13,17 +11,22 @@ use ringkv_common::command::CommandSpec;
 use ringkv_common::resp::Reply;
 use ringkv_storage::{Storage, StorageStats};
 
+use crate::cluster::Cluster;
+
 /// The engine behind the proxy.
 #[derive(Clone)]
 pub enum Backend {
     /// The storage engine in this process (the standalone `ringkv`).
     Local(Arc<Storage>),
+    /// The storage nodes of a cluster (`ringkv-proxy`).
+    Remote(Arc<Cluster>),
 }
 
 impl std::fmt::Debug for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Backend::Local(_) => f.write_str("Backend::Local"),
+            Backend::Remote(_) => f.write_str("Backend::Remote"),
         }
     }
 }
@@ -39,6 +42,7 @@ impl Backend {
     /// no thread hop.
     pub async fn execute(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Reply {
         match self {
+            Backend::Remote(cluster) => cluster.execute(spec, args).await,
             Backend::Local(storage) => {
                 if !storage.may_block(spec) {
                     return storage.execute(spec, args);
@@ -59,6 +63,19 @@ impl Backend {
     /// the shards, so it runs on a blocking thread.
     pub async fn stats(&self) -> Option<StorageStats> {
         match self {
+            Backend::Remote(cluster) => {
+                let dbsize = ringkv_common::command::lookup(b"dbsize")?;
+                match cluster
+                    .execute(dbsize, &[Bytes::from_static(b"DBSIZE")])
+                    .await
+                {
+                    Reply::Int(keys) => Some(StorageStats {
+                        keys: keys.max(0) as u64,
+                        ..StorageStats::default()
+                    }),
+                    _ => None,
+                }
+            }
             Backend::Local(storage) => {
                 let storage = Arc::clone(storage);
                 match tokio::task::spawn_blocking(move || storage.stats()).await {
@@ -75,6 +92,9 @@ impl Backend {
     /// Makes everything acknowledged durable: called once on shutdown, after the last reply.
     pub async fn flush(&self) -> Result<(), String> {
         match self {
+            // Storage nodes flush themselves; every reply the proxy sent was already durable
+            // by the node's fsync policy.
+            Backend::Remote(_) => Ok(()),
             Backend::Local(storage) => {
                 let storage = Arc::clone(storage);
                 match tokio::task::spawn_blocking(move || storage.flush()).await {
@@ -89,6 +109,7 @@ impl Backend {
     /// engine writes its log to the OS once per batch, not once per write).
     pub fn end_batch(&self) {
         match self {
+            Backend::Remote(_) => {}
             Backend::Local(storage) => {
                 if let Err(err) = storage.end_batch() {
                     tracing::error!(%err, "writing the WAL failed");
@@ -101,6 +122,14 @@ impl Backend {
     pub fn reset_stats(&self) {
         match self {
             Backend::Local(storage) => storage.reset_stats(),
+            Backend::Remote(_) => {}
         }
+    }
+
+    /// Whether consecutive blind writes of a pipeline should run as one MSET. In process
+    /// they share one engine write; through a cluster a failed shard would fail the SETs
+    /// of every other shard in the group, so each request goes on its own.
+    pub fn coalesces_writes(&self) -> bool {
+        matches!(self, Backend::Local(_))
     }
 }

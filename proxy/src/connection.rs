@@ -191,7 +191,11 @@ impl Connection {
     async fn run_batch(&mut self, ctx: &ServerContext) -> io::Result<Next> {
         loop {
             match self.parser.parse(&mut self.input, &mut self.args) {
-                Ok(Parsed::Request) if self.coalesced.absorb(&self.args) => self.args.clear(),
+                Ok(Parsed::Request)
+                    if ctx.backend.coalesces_writes() && self.coalesced.absorb(&self.args) =>
+                {
+                    self.args.clear()
+                }
                 Ok(Parsed::Request) => {
                     self.run_coalesced(ctx).await;
                     let outcome = dispatch(&mut self.session, ctx, &self.args).await;

@@ -38,6 +38,17 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// A cluster proxy's settings: no data directory of its own, the cluster's shard count.
+    pub fn proxy(addr: SocketAddr, shards: u32) -> Settings {
+        Settings {
+            addr,
+            dir: PathBuf::new(),
+            shards,
+            in_memory: false,
+            fsync: Fsync::Everysec,
+        }
+    }
+
     /// The settings of `config` once listening on `addr`.
     pub fn new(config: &Config, addr: SocketAddr) -> Settings {
         let dir = std::fs::canonicalize(&config.dir).unwrap_or_else(|_| config.dir.clone());

@@ -14,6 +14,8 @@
 //!   INFO, TIME…).
 //! - [`backend`]: where every other command goes; today the in-process storage engine, in a
 //!   cluster the remote storage nodes.
+//! - [`cluster`]: the cluster backend of `ringkv-proxy`: the etcd follower, the routing table,
+//!   per-shard requests, multi-key split and merge, fan-out, retries on MOVED / STALE.
 //! - [`pool`]: pooled, pipelined connections to one storage node, for the cluster backend.
 //! - [`context`]: what all connections share: settings, counters, backend.
 //! - [`stats`]: lock-free counters for INFO.
@@ -22,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod cluster;
 pub mod cmd;
 pub mod config;
 pub mod connection;

@@ -56,13 +56,23 @@ impl Server {
     /// starts.
     pub async fn bind(config: &Config, backend: Backend) -> Result<Server, ServerError> {
         let addr = SocketAddr::new(config.bind, config.port);
+        Server::bind_addr(addr, |local| Settings::new(config, local), backend).await
+    }
+
+    /// Listens on `addr`; `settings` receives the address actually bound (the chosen port
+    /// when 0 was asked for) and gives what CONFIG GET and INFO report.
+    pub async fn bind_addr(
+        addr: SocketAddr,
+        settings: impl FnOnce(SocketAddr) -> Settings,
+        backend: Backend,
+    ) -> Result<Server, ServerError> {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| ServerError::Bind { addr, source })?;
         let local = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
-        let ctx = Arc::new(ServerContext::new(Settings::new(config, local), backend));
+        let ctx = Arc::new(ServerContext::new(settings(local), backend));
         Ok(Server { listener, ctx })
     }
 

@@ -36,6 +36,16 @@ impl std::str::FromStr for Fsync {
     }
 }
 
+/// Which shards' column families a store opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hosting {
+    /// Every shard, from the start (the standalone server).
+    All,
+    /// The shards found on disk, then whatever the shard map assigns
+    /// ([`crate::Storage::host`]): a storage node of a cluster.
+    Assigned,
+}
+
 /// How to open the engine.
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
@@ -51,6 +61,13 @@ pub struct StorageConfig {
     pub block_cache_bytes: usize,
     /// Bound on all memtables together, whatever the number of shards.
     pub write_buffer_bytes: usize,
+    /// Which shards to open.
+    pub hosting: Hosting,
+    /// With `--fsync always`, sync the log once per batch of requests
+    /// ([`crate::Storage::end_batch`], before the batch's replies) rather than inside every
+    /// write. A storage node's requests arrive pipelined over a few proxy connections, so
+    /// its concurrency is in batches, not in concurrent writers RocksDB could group.
+    pub sync_per_batch: bool,
 }
 
 impl StorageConfig {
@@ -63,6 +80,8 @@ impl StorageConfig {
             fsync,
             block_cache_bytes: 256 << 20,
             write_buffer_bytes: 256 << 20,
+            hosting: Hosting::All,
+            sync_per_batch: false,
         }
     }
 }
@@ -90,5 +109,5 @@ pub enum StorageError {
     },
     /// A RocksDB call failed while serving.
     #[error("storage error: {0}")]
-    Engine(#[from] rocksdb::Error),
+    Engine(#[from] crate::engine::EngineError),
 }

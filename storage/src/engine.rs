@@ -3,7 +3,7 @@
 //!
 //! This module knows RocksDB and the record layout, and nothing of Redis commands.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use ringkv_common::clock::now_ms;
@@ -13,7 +13,7 @@ use rocksdb::{
     Options, ReadOptions, WriteBatch, WriteOptions,
 };
 
-use crate::config::{Fsync, StorageConfig, StorageError};
+use crate::config::{Fsync, Hosting, StorageConfig, StorageError};
 use crate::layout::{self, DATA, EXPIRY};
 use crate::value::{self, Header, Value, HEADER_LEN};
 
@@ -22,12 +22,32 @@ type Db = DBWithThreadMode<MultiThreaded>;
 /// Key in the default column family that records the shard count a directory was made with.
 const SHARDS_META_KEY: &[u8] = b"ringkv.shards";
 
+/// Why an engine call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// RocksDB failed (I/O, corruption…).
+    #[error(transparent)]
+    Rocks(#[from] rocksdb::Error),
+    /// The shard's column family is not open on this node: it was never given this shard.
+    #[error("shard {0} is not hosted by this node")]
+    NotHosted(u32),
+}
+
+/// A shard's column family handle.
+type Family = Arc<BoundColumnFamily<'static>>;
+
 /// An open store.
 pub struct Engine {
     // Field order matters: the column family handles borrow from `db` and drop first.
-    cfs: Vec<Arc<BoundColumnFamily<'static>>>,
+    /// Slot `s` holds shard `s`'s family once it is open; a slot is set at most once and
+    /// never cleared, so reading it is one atomic load on the hot path.
+    cfs: Box<[OnceLock<Family>]>,
     db: Arc<Db>,
     write_opts: WriteOptions,
+    /// Options of every shard family, for the ones created while serving.
+    cf_opts: Options,
+    /// Serialises creating families (RocksDB allows it concurrently; the slots do not).
+    creating: Mutex<()>,
     /// RocksDB's in-memory environment, when `--in-memory`: there is no log to sync.
     env: Option<Env>,
 }
@@ -35,6 +55,15 @@ pub struct Engine {
 /// Name of a shard's column family.
 pub fn cf_name(shard: u32) -> String {
     format!("s{shard}")
+}
+
+/// The shard a column family name stands for (`s17` → 17).
+fn shard_of_cf(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix('s')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
 }
 
 /// Drops records whose value has expired; the expiry index is left to the sweeper.
@@ -70,7 +99,8 @@ impl Engine {
         // The WAL is written to the OS once per client batch (`flush_wal_buffer`), not once
         // per write: a pipeline of 16 SETs costs one write(2) instead of 16. With
         // `--fsync always` every write syncs, so RocksDB writes the log itself.
-        db_opts.set_manual_wal_flush(config.fsync != Fsync::Always);
+        let sync_every_write = config.fsync == Fsync::Always && !config.sync_per_batch;
+        db_opts.set_manual_wal_flush(!sync_every_write);
         // RocksDB's in-memory environment cannot resolve relative paths.
         let path = std::path::absolute(&config.dir).unwrap_or_else(|_| config.dir.clone());
         let env = if config.in_memory {
@@ -98,66 +128,140 @@ impl Engine {
         cf_opts.set_arena_block_size(64 << 10);
         cf_opts.set_level_compaction_dynamic_level_bytes(true);
 
-        if !config.in_memory {
-            if let Ok(existing) = Db::list_cf(&db_opts, &path) {
-                let found = existing.iter().filter(|n| n.starts_with('s')).count() as u32;
+        let existing: Vec<u32> = if config.in_memory {
+            Vec::new()
+        } else {
+            Db::list_cf(&db_opts, &path)
+                .map(|names| names.iter().filter_map(|n| shard_of_cf(n)).collect())
+                .unwrap_or_default()
+        };
+        let shard_count_error = |found: u32| StorageError::ShardCount {
+            dir: dir.clone(),
+            found,
+            wanted: config.shards,
+        };
+        match config.hosting {
+            Hosting::All => {
+                let found = existing.len() as u32;
                 if found != 0 && found != config.shards {
-                    return Err(StorageError::ShardCount {
-                        dir,
-                        found,
-                        wanted: config.shards,
-                    });
+                    return Err(shard_count_error(found));
+                }
+            }
+            Hosting::Assigned => {
+                if let Some(&beyond) = existing.iter().find(|&&s| s >= config.shards) {
+                    return Err(shard_count_error(beyond + 1));
                 }
             }
         }
+        let opened: Vec<u32> = match config.hosting {
+            Hosting::All => (0..config.shards).collect(),
+            Hosting::Assigned => existing,
+        };
         let mut descriptors = vec![ColumnFamilyDescriptor::new(
             rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
             Options::default(),
         )];
         descriptors.extend(
-            (0..config.shards).map(|s| ColumnFamilyDescriptor::new(cf_name(s), cf_opts.clone())),
+            opened
+                .iter()
+                .map(|&s| ColumnFamilyDescriptor::new(cf_name(s), cf_opts.clone())),
         );
         let db = Arc::new(Db::open_cf_descriptors(&db_opts, &path, descriptors).map_err(open_err)?);
+        if let Some(recorded) = db.get(SHARDS_META_KEY).map_err(open_err)? {
+            let recorded = std::str::from_utf8(&recorded)
+                .ok()
+                .and_then(|text| text.parse::<u32>().ok());
+            if let Some(found) = recorded.filter(|&n| n != config.shards) {
+                return Err(shard_count_error(found));
+            }
+        }
         db.put(SHARDS_META_KEY, config.shards.to_string())
             .map_err(open_err)?;
 
-        let mut cfs = Vec::with_capacity(config.shards as usize);
-        for shard in 0..config.shards {
+        let cfs: Box<[OnceLock<Family>]> = (0..config.shards).map(|_| OnceLock::new()).collect();
+        for &shard in &opened {
             let Some(cf) = db.cf_handle(&cf_name(shard)) else {
-                return Err(StorageError::ShardCount {
-                    dir,
-                    found: shard,
-                    wanted: config.shards,
-                });
+                return Err(shard_count_error(shard));
             };
-            // SAFETY: the handle points into `db`, which this struct keeps alive for longer
-            // than `cfs` (fields drop in declaration order) and never drops a family it holds.
-            let cf: Arc<BoundColumnFamily<'static>> = unsafe { std::mem::transmute(cf) };
-            cfs.push(cf);
+            // SAFETY: see `Engine::host`.
+            let cf: Family = unsafe { std::mem::transmute(cf) };
+            let _ = cfs[shard as usize].set(cf);
         }
         let mut write_opts = WriteOptions::default();
-        write_opts.set_sync(config.fsync == Fsync::Always);
+        write_opts.set_sync(sync_every_write);
         Ok(Engine {
             cfs,
             db,
             write_opts,
+            cf_opts,
+            creating: Mutex::new(()),
             env,
         })
     }
 
-    /// Number of shards.
+    /// Opens shard `shard`'s column family, creating it if this node never held the shard.
+    /// Returns whether it was created. Idempotent; a family once open stays open.
+    pub fn host(&self, shard: u32) -> Result<bool, EngineError> {
+        let Some(slot) = self.cfs.get(shard as usize) else {
+            return Err(EngineError::NotHosted(shard));
+        };
+        if slot.get().is_some() {
+            return Ok(false);
+        }
+        let _creating = self
+            .creating
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if slot.get().is_some() {
+            return Ok(false);
+        }
+        let name = cf_name(shard);
+        let created = match self.db.cf_handle(&name) {
+            Some(_) => false,
+            None => {
+                self.db.create_cf(&name, &self.cf_opts)?;
+                true
+            }
+        };
+        let Some(cf) = self.db.cf_handle(&name) else {
+            return Err(EngineError::NotHosted(shard));
+        };
+        // SAFETY: the handle points into `db`, which this struct keeps alive for longer than
+        // `cfs` (fields drop in declaration order) and never drops a family it holds.
+        let cf: Family = unsafe { std::mem::transmute(cf) };
+        let _ = slot.set(cf);
+        Ok(created)
+    }
+
+    /// Whether shard `shard`'s family is open here.
+    pub fn hosts(&self, shard: u32) -> bool {
+        self.cfs
+            .get(shard as usize)
+            .is_some_and(|slot| slot.get().is_some())
+    }
+
+    /// The shards whose families are open here, in order.
+    pub fn hosted(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.shards()).filter(|&s| self.hosts(s))
+    }
+
+    /// Number of shards in the whole store (or cluster), hosted here or not.
     pub fn shards(&self) -> u32 {
         self.cfs.len() as u32
     }
 
-    fn cf(&self, shard: u32) -> &Arc<BoundColumnFamily<'static>> {
-        &self.cfs[shard as usize]
+    #[inline]
+    fn cf(&self, shard: u32) -> Result<&Family, EngineError> {
+        self.cfs
+            .get(shard as usize)
+            .and_then(OnceLock::get)
+            .ok_or(EngineError::NotHosted(shard))
     }
 
     /// Reads a key's record; expired values read as absent.
-    pub fn get(&self, shard: u32, key: &[u8], now: i64) -> Result<Option<Value>, rocksdb::Error> {
+    pub fn get(&self, shard: u32, key: &[u8], now: i64) -> Result<Option<Value>, EngineError> {
         let record_key = layout::data_key(key);
-        let Some(record) = self.db.get_pinned_cf(self.cf(shard), &record_key)? else {
+        let Some(record) = self.db.get_pinned_cf(self.cf(shard)?, &record_key)? else {
             return Ok(None);
         };
         match Header::decode(&record) {
@@ -170,25 +274,20 @@ impl Engine {
     }
 
     /// Reads only a live key's header (expiry), for TTL, EXISTS, TYPE.
-    pub fn header(
-        &self,
-        shard: u32,
-        key: &[u8],
-        now: i64,
-    ) -> Result<Option<Header>, rocksdb::Error> {
+    pub fn header(&self, shard: u32, key: &[u8], now: i64) -> Result<Option<Header>, EngineError> {
         Ok(self.raw_header(shard, key)?.filter(|h| !h.expired(now)))
     }
 
     /// Reads a key's header whether or not it has expired.
-    pub fn raw_header(&self, shard: u32, key: &[u8]) -> Result<Option<Header>, rocksdb::Error> {
+    pub fn raw_header(&self, shard: u32, key: &[u8]) -> Result<Option<Header>, EngineError> {
         let record_key = layout::data_key(key);
-        let record = self.db.get_pinned_cf(self.cf(shard), &record_key)?;
+        let record = self.db.get_pinned_cf(self.cf(shard)?, &record_key)?;
         Ok(record.and_then(|r| Header::decode(&r)))
     }
 
     /// Applies a batch atomically, syncing the log when the fsync policy says so.
-    pub fn write(&self, batch: Batch) -> Result<(), rocksdb::Error> {
-        self.db.write_opt(batch.inner, &self.write_opts)
+    pub fn write(&self, batch: Batch) -> Result<(), EngineError> {
+        Ok(self.db.write_opt(batch.inner, &self.write_opts)?)
     }
 
     /// A new empty batch.
@@ -199,8 +298,15 @@ impl Engine {
     }
 
     /// Stores `payload` under `key`, indexing its expiry if it has one.
-    pub fn put(&self, batch: &mut Batch, shard: u32, key: &[u8], expire_at: i64, payload: &[u8]) {
-        let cf = self.cf(shard);
+    pub fn put(
+        &self,
+        batch: &mut Batch,
+        shard: u32,
+        key: &[u8],
+        expire_at: i64,
+        payload: &[u8],
+    ) -> Result<(), EngineError> {
+        let cf = self.cf(shard)?;
         batch
             .inner
             .put_cf(cf, layout::data_key(key), value::encode(expire_at, payload));
@@ -209,74 +315,97 @@ impl Engine {
                 .inner
                 .put_cf(cf, layout::expiry_key(expire_at, key), []);
         }
+        Ok(())
     }
 
     /// Deletes `key` (its expiry-index entry, if any, goes stale and the sweeper drops it).
-    pub fn delete(&self, batch: &mut Batch, shard: u32, key: &[u8]) {
-        batch.inner.delete_cf(self.cf(shard), layout::data_key(key));
+    pub fn delete(&self, batch: &mut Batch, shard: u32, key: &[u8]) -> Result<(), EngineError> {
+        batch
+            .inner
+            .delete_cf(self.cf(shard)?, layout::data_key(key));
+        Ok(())
     }
 
     /// Deletes an expiry-index entry.
-    pub fn delete_expiry_entry(&self, batch: &mut Batch, shard: u32, record_key: &[u8]) {
-        batch.inner.delete_cf(self.cf(shard), record_key);
+    pub fn delete_expiry_entry(
+        &self,
+        batch: &mut Batch,
+        shard: u32,
+        record_key: &[u8],
+    ) -> Result<(), EngineError> {
+        batch.inner.delete_cf(self.cf(shard)?, record_key);
+        Ok(())
     }
 
-    /// Deletes every record of every shard.
-    pub fn clear_all(&self) -> Result<(), rocksdb::Error> {
+    /// Deletes every record of the given shards, atomically.
+    pub fn clear(&self, shards: impl IntoIterator<Item = u32>) -> Result<(), EngineError> {
         let mut batch = self.batch();
-        for shard in 0..self.shards() {
+        for shard in shards {
             batch
                 .inner
-                .delete_range_cf(self.cf(shard), [EXPIRY], [DATA + 1]);
+                .delete_range_cf(self.cf(shard)?, [EXPIRY], [DATA + 1]);
         }
         self.write(batch)
     }
 
     /// An iterator over one shard's data records from scan position `order`.
-    pub fn data_iter(&self, shard: u32, order: u64) -> ShardIter<'_> {
+    pub fn data_iter(&self, shard: u32, order: u64) -> Result<ShardIter<'_>, EngineError> {
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound([DATA + 1]);
-        let mut inner = self.db.raw_iterator_cf_opt(self.cf(shard), opts);
+        let mut inner = self.db.raw_iterator_cf_opt(self.cf(shard)?, opts);
         inner.seek(layout::data_seek(order));
-        ShardIter { inner }
+        Ok(ShardIter { inner })
     }
 
     /// An iterator over one shard's expiry index, oldest first, up to (not including) `until`.
-    pub fn expiry_iter(&self, shard: u32, until: i64) -> ShardIter<'_> {
+    pub fn expiry_iter(&self, shard: u32, until: i64) -> Result<ShardIter<'_>, EngineError> {
         let mut opts = ReadOptions::default();
         opts.set_iterate_upper_bound(layout::expiry_key(until, b""));
-        let mut inner = self.db.raw_iterator_cf_opt(self.cf(shard), opts);
+        let mut inner = self.db.raw_iterator_cf_opt(self.cf(shard)?, opts);
         inner.seek([EXPIRY]);
-        ShardIter { inner }
+        Ok(ShardIter { inner })
     }
 
     /// Syncs the write-ahead log to disk.
-    pub fn sync_wal(&self) -> Result<(), rocksdb::Error> {
+    pub fn sync_wal(&self) -> Result<(), EngineError> {
         if self.env.is_some() {
             return Ok(());
         }
-        self.db.flush_wal(true)
+        Ok(self.db.flush_wal(true)?)
     }
 
     /// Hands the buffered WAL to the operating system, so that the writes so far survive the
     /// process being killed. Called before replies to writes are sent.
-    pub fn flush_wal_buffer(&self) -> Result<(), rocksdb::Error> {
+    pub fn flush_wal_buffer(&self) -> Result<(), EngineError> {
         if self.env.is_some() {
             return Ok(());
         }
-        self.db.flush_wal(false)
+        Ok(self.db.flush_wal(false)?)
+    }
+
+    /// Reads a node-metadata record from the default family (never a shard's).
+    pub fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
+        Ok(self.db.get(key)?)
+    }
+
+    /// Writes a node-metadata record to the default family, durably (synced), since it
+    /// says what the node may serve after a restart.
+    pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), EngineError> {
+        let mut opts = WriteOptions::default();
+        opts.set_sync(self.env.is_none());
+        Ok(self.db.put_opt(key, value, &opts)?)
     }
 
     /// Flushes every memtable and syncs the log: a clean shutdown.
-    pub fn flush(&self) -> Result<(), rocksdb::Error> {
+    pub fn flush(&self) -> Result<(), EngineError> {
         if self.env.is_some() {
             // Nothing outlives an in-memory store; RocksDB's memory WAL cannot even sync.
             return Ok(());
         }
-        let cfs: Vec<_> = self.cfs.iter().collect();
+        let cfs: Vec<&Family> = self.cfs.iter().filter_map(OnceLock::get).collect();
         self.db
             .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
-        self.db.flush_wal(true)
+        Ok(self.db.flush_wal(true)?)
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use ringkv_common::clock::now_ms;
 
 use crate::config::Fsync;
+use crate::engine::EngineError;
 use crate::layout::split_expiry_key;
 use crate::Storage;
 
@@ -64,13 +65,13 @@ pub(crate) fn start(storage: &Arc<Storage>) {
 }
 
 /// One pass over every shard's due index entries.
-pub(crate) fn sweep(st: &Storage) -> Result<u64, rocksdb::Error> {
+pub(crate) fn sweep(st: &Storage) -> Result<u64, EngineError> {
     let now = now_ms();
     let mut removed = 0;
-    for shard in 0..st.shards() {
+    for shard in st.engine.hosted() {
         let mut due: Vec<(Vec<u8>, i64, Vec<u8>)> = Vec::new();
         {
-            let mut iter = st.engine.expiry_iter(shard, now + 1);
+            let mut iter = st.engine.expiry_iter(shard, now + 1)?;
             while let Some((record_key, _)) = iter.current() {
                 if let Some((at, key)) = split_expiry_key(record_key) {
                     due.push((record_key.to_vec(), at, key.to_vec()));
@@ -91,11 +92,12 @@ pub(crate) fn sweep(st: &Storage) -> Result<u64, rocksdb::Error> {
             // Delete the key only if it still carries this expiry; the entry goes either way.
             if let Some(header) = st.engine.raw_header(shard, key)? {
                 if header.expire_at == *at && header.expired(now) {
-                    st.engine.delete(&mut batch, shard, key);
+                    st.engine.delete(&mut batch, shard, key)?;
                     removed += 1;
                 }
             }
-            st.engine.delete_expiry_entry(&mut batch, shard, index_key);
+            st.engine
+                .delete_expiry_entry(&mut batch, shard, index_key)?;
         }
         st.engine.write(batch)?;
     }

@@ -45,7 +45,7 @@ fn del(st: &Storage, keys: &[Bytes]) -> Outcome {
     unique.dedup();
     for key in unique {
         if st.engine.header(st.shard(key), key, now)?.is_some() {
-            st.engine.delete(&mut batch, st.shard(key), key);
+            st.engine.delete(&mut batch, st.shard(key), key)?;
             deleted += 1;
         }
     }
@@ -207,8 +207,8 @@ fn rename(st: &Storage, from: &Bytes, to: &Bytes, nx: bool) -> Outcome {
         to,
         value.expire_at,
         &value.payload,
-    );
-    st.engine.delete(&mut batch, st.shard(from), from);
+    )?;
+    st.engine.delete(&mut batch, st.shard(from), from)?;
     st.engine.write(batch)?;
     Ok(if nx { Reply::Int(1) } else { Reply::Ok })
 }

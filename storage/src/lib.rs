@@ -6,6 +6,8 @@
 //! - `value`: the stored value header (format version, type, expiry).
 //! - `locks`: per-key write serialization, so read-modify-write commands lose no update.
 //! - `strings`, `keyspace`, `walk`: the Redis commands, on top of the engine.
+//! - [`node`]: the cluster storage node (`ringkv-storage`): its port, its etcd membership and
+//!   the shard map it follows.
 //! - `expiry`: the background sweep that deletes expired keys in bounded batches, and the
 //!   periodic WAL sync of `--fsync everysec`.
 //!
@@ -20,6 +22,7 @@ mod float;
 mod keyspace;
 mod layout;
 mod locks;
+pub mod node;
 mod strings;
 mod value;
 mod walk;
@@ -32,8 +35,9 @@ use ringkv_common::command::{flag, Cmd, CommandSpec};
 use ringkv_common::placement::shard_of;
 use ringkv_common::resp::Reply;
 
-pub use config::{Fsync, StorageConfig, StorageError};
+pub use config::{Fsync, Hosting, StorageConfig, StorageError};
 use engine::Engine;
+pub use engine::EngineError;
 use locks::KeyLocks;
 
 /// Figures for INFO.
@@ -65,13 +69,24 @@ pub struct Storage {
     locks: KeyLocks,
     counters: Counters,
     fsync: Fsync,
+    sync_per_batch: bool,
     stop: expiry::StopFlag,
+}
+
+/// Which shards a command may touch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every shard this store hosts (the standalone server: all of them).
+    All,
+    /// Only this shard: a storage node serving one request of a proxy, which names the shard
+    /// its keys hash to, or walks the shards one at a time (SCAN, DBSIZE…).
+    Shard(u32),
 }
 
 /// A command's failure: a Redis error reply, or the engine failing underneath.
 pub(crate) enum Failure {
     Reply(Reply),
-    Engine(rocksdb::Error),
+    Engine(EngineError),
 }
 
 impl From<Reply> for Failure {
@@ -80,9 +95,15 @@ impl From<Reply> for Failure {
     }
 }
 
+impl From<EngineError> for Failure {
+    fn from(e: EngineError) -> Self {
+        Failure::Engine(e)
+    }
+}
+
 impl From<rocksdb::Error> for Failure {
     fn from(e: rocksdb::Error) -> Self {
-        Failure::Engine(e)
+        Failure::Engine(EngineError::Rocks(e))
     }
 }
 
@@ -98,6 +119,7 @@ impl Storage {
             locks: KeyLocks::default(),
             counters: Counters::default(),
             fsync: config.fsync,
+            sync_per_batch: config.sync_per_batch,
             stop: expiry::StopFlag::default(),
         });
         expiry::start(&storage);
@@ -115,9 +137,46 @@ impl Storage {
         shard_of(key, self.engine.shards())
     }
 
-    /// Runs one command whose route is not `Local`. `args[0]` is the name; the arity has
-    /// already been checked against `spec`.
+    /// Opens shard `shard`'s column family (creating it if needed), so that the node can
+    /// serve it: called when the shard map assigns the shard to this node.
+    pub fn host(&self, shard: u32) -> Result<bool, StorageError> {
+        Ok(self.engine.host(shard)?)
+    }
+
+    /// Whether shard `shard` is open here.
+    pub fn hosts(&self, shard: u32) -> bool {
+        self.engine.hosts(shard)
+    }
+
+    /// The shards open here.
+    pub fn hosted(&self) -> Vec<u32> {
+        self.engine.hosted().collect()
+    }
+
+    /// Reads a record of node metadata (kept apart from every shard's data).
+    pub fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.engine.meta(key)?)
+    }
+
+    /// Writes a record of node metadata, synced to disk.
+    pub fn put_meta(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        Ok(self.engine.put_meta(key, value)?)
+    }
+
+    /// Runs one command whose route is not `Local` over every shard. `args[0]` is the name;
+    /// the arity has already been checked against `spec`.
     pub fn execute(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Reply {
+        self.execute_in(Scope::All, spec, args)
+    }
+
+    /// Runs one command within `scope`. With [`Scope::Shard`], every key must hash to that
+    /// shard and the shard must be open; otherwise the reply is an error and nothing runs.
+    pub fn execute_in(&self, scope: Scope, spec: &'static CommandSpec, args: &[Bytes]) -> Reply {
+        if let Scope::Shard(shard) = scope {
+            if let Err(reply) = self.check_scope(shard, spec, args) {
+                return reply;
+            }
+        }
         let outcome = match spec.cmd.family() {
             ringkv_common::command::Family::String => strings::execute(self, spec, args),
             ringkv_common::command::Family::Other => match spec.cmd {
@@ -126,7 +185,7 @@ impl Storage {
                 | Cmd::Flushdb
                 | Cmd::Scan
                 | Cmd::Keys
-                | Cmd::Randomkey => walk::execute(self, spec, args),
+                | Cmd::Randomkey => walk::execute(self, scope, spec, args),
                 _ => keyspace::execute(self, spec, args),
             },
         };
@@ -142,10 +201,34 @@ impl Storage {
         }
     }
 
+    /// Refuses a request scoped to a shard this store does not host, or whose keys belong
+    /// to another shard (a proxy routing by a different shard count or hash).
+    fn check_scope(&self, shard: u32, spec: &CommandSpec, args: &[Bytes]) -> Result<(), Reply> {
+        if !self.engine.hosts(shard) {
+            return Err(Reply::error_owned(format!(
+                "ERR shard {shard} is not hosted here"
+            )));
+        }
+        for i in spec.key_indexes(args.len()) {
+            if self.shard(&args[i]) != shard {
+                return Err(Reply::error_owned(format!(
+                    "ERR a key of this request does not belong to shard {shard}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Whether running `spec` may wait for a disk sync (`--fsync always` and a write): the
     /// caller then runs it on a blocking thread so that concurrent writers share one sync.
     pub fn may_block(&self, spec: &CommandSpec) -> bool {
-        self.fsync == Fsync::Always && spec.has(flag::WRITE)
+        self.fsync == Fsync::Always && !self.sync_per_batch && spec.has(flag::WRITE)
+    }
+
+    /// Whether [`Storage::end_batch`] waits for a disk sync (then call it off the async
+    /// workers).
+    pub fn end_batch_blocks(&self) -> bool {
+        self.fsync == Fsync::Always && self.sync_per_batch
     }
 
     /// Makes the writes of a batch of requests survive the process being killed: call it
@@ -153,15 +236,16 @@ impl Storage {
     /// to the OS once per batch rather than once per write; `--fsync` then decides when it
     /// reaches the disk.)
     pub fn end_batch(&self) -> Result<(), StorageError> {
-        if self.fsync == Fsync::Always {
-            return Ok(());
+        match (self.fsync, self.sync_per_batch) {
+            (Fsync::Always, false) => Ok(()),
+            (Fsync::Always, true) => Ok(self.engine.sync_wal()?),
+            _ => Ok(self.engine.flush_wal_buffer()?),
         }
-        Ok(self.engine.flush_wal_buffer()?)
     }
 
     /// Figures for INFO (counting keys walks the shards: O(keys)).
     pub fn stats(&self) -> StorageStats {
-        let (keys, expires) = walk::count(self).unwrap_or((0, 0));
+        let (keys, expires) = walk::count(self, Scope::All).unwrap_or((0, 0));
         StorageStats {
             keys,
             expires,

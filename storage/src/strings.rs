@@ -9,6 +9,7 @@ use ringkv_common::command::{Cmd, CommandSpec};
 use ringkv_common::resp::request::parse_i64;
 use ringkv_common::resp::Reply;
 
+use crate::engine::EngineError;
 use crate::float::{incr_by_float, FloatError};
 use crate::value::Value;
 use crate::{Outcome, Storage};
@@ -86,7 +87,7 @@ pub(crate) fn execute(st: &Storage, spec: &'static CommandSpec, args: &[Bytes]) 
 
 impl Storage {
     /// Reads a live value, counting the hit or miss.
-    pub(crate) fn read(&self, key: &[u8], now: i64) -> Result<Option<Value>, rocksdb::Error> {
+    pub(crate) fn read(&self, key: &[u8], now: i64) -> Result<Option<Value>, EngineError> {
         let value = self.engine.get(self.shard(key), key, now)?;
         self.count_read(value.is_some());
         Ok(value)
@@ -98,17 +99,17 @@ impl Storage {
         key: &[u8],
         expire_at: i64,
         payload: &[u8],
-    ) -> Result<(), rocksdb::Error> {
+    ) -> Result<(), EngineError> {
         let mut batch = self.engine.batch();
         self.engine
-            .put(&mut batch, self.shard(key), key, expire_at, payload);
+            .put(&mut batch, self.shard(key), key, expire_at, payload)?;
         self.engine.write(batch)
     }
 
     /// Deletes one key in its own batch.
-    pub(crate) fn delete_one(&self, key: &[u8]) -> Result<(), rocksdb::Error> {
+    pub(crate) fn delete_one(&self, key: &[u8]) -> Result<(), EngineError> {
         let mut batch = self.engine.batch();
-        self.engine.delete(&mut batch, self.shard(key), key);
+        self.engine.delete(&mut batch, self.shard(key), key)?;
         self.engine.write(batch)
     }
 }
@@ -311,7 +312,7 @@ fn mset(st: &Storage, pairs: &[Bytes], only_if_none_exist: bool) -> Outcome {
     let mut batch = st.engine.batch();
     for pair in pairs.chunks_exact(2) {
         st.engine
-            .put(&mut batch, st.shard(&pair[0]), &pair[0], 0, &pair[1]);
+            .put(&mut batch, st.shard(&pair[0]), &pair[0], 0, &pair[1])?;
     }
     st.engine.write(batch)?;
     Ok(if only_if_none_exist {

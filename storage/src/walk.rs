@@ -11,32 +11,44 @@ use rand::Rng;
 use ringkv_common::args::{int_arg, is_opt, SYNTAX};
 use ringkv_common::clock::now_ms;
 use ringkv_common::command::{Cmd, CommandSpec};
+use ringkv_common::cursor::{parse_cursor, POSITION_MASK, SHARD_SHIFT};
 use ringkv_common::glob::glob_match;
 use ringkv_common::resp::Reply;
 
+use crate::engine::EngineError;
 use crate::layout::split_data_key;
 use crate::value::Header;
-use crate::{Outcome, Storage};
+use crate::{Outcome, Scope, Storage};
 
-const SHARD_SHIFT: u32 = 48;
-const POSITION_MASK: u64 = (1 << SHARD_SHIFT) - 1;
-
-pub(crate) fn execute(st: &Storage, spec: &'static CommandSpec, args: &[Bytes]) -> Outcome {
+pub(crate) fn execute(
+    st: &Storage,
+    scope: Scope,
+    spec: &'static CommandSpec,
+    args: &[Bytes],
+) -> Outcome {
     match spec.cmd {
-        Cmd::Dbsize => Ok(Reply::Int(count(st)?.0 as i64)),
+        Cmd::Dbsize => Ok(Reply::Int(count(st, scope)?.0 as i64)),
         Cmd::Flushall | Cmd::Flushdb => {
             match args.len() {
                 1 => {}
                 2 if is_opt(&args[1], "sync") || is_opt(&args[1], "async") => {}
                 _ => return Err(SYNTAX.into()),
             }
-            st.engine.clear_all()?;
+            st.engine.clear(shards(st, scope))?;
             Ok(Reply::Ok)
         }
-        Cmd::Scan => scan(st, args),
-        Cmd::Keys => keys(st, &args[1]),
-        Cmd::Randomkey => random_key(st),
+        Cmd::Scan => scan(st, scope, args),
+        Cmd::Keys => keys(st, scope, &args[1]),
+        Cmd::Randomkey => random_key(st, scope),
         _ => Ok(Reply::error("ERR command not served by the storage engine")),
+    }
+}
+
+/// The shards a command of `scope` walks: every hosted one, or the one named.
+fn shards(st: &Storage, scope: Scope) -> Vec<u32> {
+    match scope {
+        Scope::All => st.engine.hosted().collect(),
+        Scope::Shard(shard) => vec![shard],
     }
 }
 
@@ -48,8 +60,8 @@ fn visit_shard(
     order: u64,
     now: i64,
     mut visit: impl FnMut(u64, &[u8], Option<Header>) -> bool,
-) -> Result<bool, rocksdb::Error> {
-    let mut iter = st.engine.data_iter(shard, order);
+) -> Result<bool, EngineError> {
+    let mut iter = st.engine.data_iter(shard, order)?;
     while let Some((record_key, record)) = iter.current() {
         if let Some((order, key)) = split_data_key(record_key) {
             let header = Header::decode(record).filter(|h| !h.expired(now));
@@ -63,11 +75,11 @@ fn visit_shard(
     Ok(true)
 }
 
-/// Live keys and live keys with an expiry, over every shard.
-pub(crate) fn count(st: &Storage) -> Result<(u64, u64), rocksdb::Error> {
+/// Live keys and live keys with an expiry, over the shards of `scope`.
+pub(crate) fn count(st: &Storage, scope: Scope) -> Result<(u64, u64), EngineError> {
     let now = now_ms();
     let (mut keys, mut expires) = (0, 0);
-    for shard in 0..st.shards() {
+    for shard in shards(st, scope) {
         visit_shard(st, shard, 0, now, |_, _, header| {
             if let Some(h) = header {
                 keys += 1;
@@ -79,28 +91,10 @@ pub(crate) fn count(st: &Storage) -> Result<(u64, u64), rocksdb::Error> {
     Ok((keys, expires))
 }
 
-/// A cursor as Redis's `strtoul` reads it: optional sign, decimal digits, nothing else.
-fn parse_cursor(arg: &[u8]) -> Option<u64> {
-    let (negative, digits) = match arg {
-        [b'-', rest @ ..] => (true, rest),
-        [b'+', rest @ ..] => (false, rest),
-        _ => (false, arg),
-    };
-    let mut value: u64 = 0;
-    for &b in digits {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        value = value.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
-    }
-    Some(if negative {
-        value.wrapping_neg()
-    } else {
-        value
-    })
-}
-
-fn scan(st: &Storage, args: &[Bytes]) -> Outcome {
+/// SCAN over every shard (a cursor moves on to the next shard when one is done), or over one
+/// shard (the cursor must name it; 0 comes back when that shard is done): the proxy of a
+/// cluster walks the shards itself, one node request each.
+fn scan(st: &Storage, scope: Scope, args: &[Bytes]) -> Outcome {
     let cursor = parse_cursor(&args[1]).ok_or(Reply::error("ERR invalid cursor"))?;
     let mut count: i64 = 10;
     let mut pattern: Option<&[u8]> = None;
@@ -127,10 +121,23 @@ fn scan(st: &Storage, args: &[Bytes]) -> Outcome {
     let now = now_ms();
     let mut shard = (cursor >> SHARD_SHIFT) as u32;
     let mut position = (cursor & POSITION_MASK) << (64 - SHARD_SHIFT);
+    let end = match scope {
+        Scope::All => st.shards(),
+        Scope::Shard(only) if cursor == 0 || shard == only => {
+            shard = only;
+            only + 1
+        }
+        Scope::Shard(_) => return Err(Reply::error("ERR invalid cursor").into()),
+    };
     let mut found = Vec::new();
     let mut examined: i64 = 0;
     let mut next_cursor = 0;
-    while shard < st.shards() {
+    while shard < end {
+        if !st.engine.hosts(shard) {
+            shard += 1;
+            position = 0;
+            continue;
+        }
         let mut last_prefix = None;
         let finished = visit_shard(st, shard, position, now, |order, key, header| {
             let prefix = order >> (64 - SHARD_SHIFT);
@@ -155,7 +162,7 @@ fn scan(st: &Storage, args: &[Bytes]) -> Outcome {
         shard += 1;
         position = 0;
         if examined >= count {
-            if shard < st.shards() {
+            if shard < end {
                 next_cursor = u64::from(shard) << SHARD_SHIFT;
             }
             break;
@@ -168,11 +175,11 @@ fn scan(st: &Storage, args: &[Bytes]) -> Outcome {
     ]))
 }
 
-fn keys(st: &Storage, pattern: &[u8]) -> Outcome {
+fn keys(st: &Storage, scope: Scope, pattern: &[u8]) -> Outcome {
     let now = now_ms();
     let all = pattern == b"*";
     let mut found = Vec::new();
-    for shard in 0..st.shards() {
+    for shard in shards(st, scope) {
         visit_shard(st, shard, 0, now, |_, key, header| {
             if header.is_some() && (all || glob_match(pattern, key, false)) {
                 found.push(Reply::Bulk(Bytes::copy_from_slice(key)));
@@ -183,13 +190,17 @@ fn keys(st: &Storage, pattern: &[u8]) -> Outcome {
     Ok(Reply::Array(found))
 }
 
-fn random_key(st: &Storage) -> Outcome {
+fn random_key(st: &Storage, scope: Scope) -> Outcome {
     let now = now_ms();
     let mut rng = rand::thread_rng();
-    let first_shard = rng.gen_range(0..st.shards());
+    let shards = shards(st, scope);
+    if shards.is_empty() {
+        return Ok(Reply::Nil);
+    }
+    let first = rng.gen_range(0..shards.len());
     let start: u64 = rng.gen();
-    for step in 0..st.shards() {
-        let shard = (first_shard + step) % st.shards();
+    for step in 0..shards.len() {
+        let shard = shards[(first + step) % shards.len()];
         // From a random position to the end of the shard, then from its beginning.
         for from in [start, 0] {
             let mut chosen = None;
@@ -206,21 +217,4 @@ fn random_key(st: &Storage) -> Outcome {
         }
     }
     Ok(Reply::Nil)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_cursor;
-
-    #[test]
-    fn cursors_parse_as_strtoul() {
-        assert_eq!(parse_cursor(b"0"), Some(0));
-        assert_eq!(parse_cursor(b""), Some(0));
-        assert_eq!(parse_cursor(b"+7"), Some(7));
-        assert_eq!(parse_cursor(b"007"), Some(7));
-        assert_eq!(parse_cursor(b"-1"), Some(u64::MAX));
-        assert_eq!(parse_cursor(b"abc"), None);
-        assert_eq!(parse_cursor(b"1 "), None);
-        assert_eq!(parse_cursor(b"99999999999999999999999"), None);
-    }
 }

@@ -1,0 +1,174 @@
+//! The proxy ↔ storage-node protocol: RESP2 over TCP, with every data request wrapped in an
+//! envelope that names the shard and the map epoch the proxy routed it by:
+//!
+//! ```text
+//! SHARD <shard> <epoch> <command> <arg>…      e.g.  SHARD 17 4 SET user:1 alice
+//! ```
+//!
+//! The node runs the command only if it serves `shard` in its own map and its map is not older
+//! than the proxy's. Otherwise it refuses with a typed error the proxy acts on, and which a
+//! client never sees:
+//!
+//! - `-MOVED <shard> <epoch>`: this node does not serve the shard in its map of `<epoch>`.
+//!   The proxy's map is older (or equally stale); it waits for a map of at least that epoch
+//!   and routes again.
+//! - `-STALE <epoch>`: the proxy's map is newer than the node's (`<epoch>`); the node is
+//!   catching up with etcd, so the proxy retries shortly.
+//!
+//! Both sides use this module, so the words and their parsing exist once.
+
+use bytes::Bytes;
+
+use crate::resp::request::parse_i64;
+use crate::resp::Reply;
+
+/// The envelope's command name.
+pub const SHARD: &[u8] = b"SHARD";
+
+/// A node's refusal to run a request, as the proxy decodes it from the error reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The node does not serve `shard` at its map `epoch`.
+    Moved {
+        /// The shard asked for.
+        shard: u32,
+        /// The node's map epoch.
+        epoch: u64,
+    },
+    /// The node's map (`epoch`) is older than the one the request was routed by.
+    Stale {
+        /// The node's map epoch.
+        epoch: u64,
+    },
+}
+
+impl Refusal {
+    /// The error reply that carries the refusal.
+    pub fn reply(self) -> Reply {
+        match self {
+            Refusal::Moved { shard, epoch } => Reply::error_owned(format!("MOVED {shard} {epoch}")),
+            Refusal::Stale { epoch } => Reply::error_owned(format!("STALE {epoch}")),
+        }
+    }
+
+    /// Reads a refusal back from an error reply's text; `None` for any other error.
+    pub fn parse(error: &[u8]) -> Option<Refusal> {
+        let mut words = error.split(|&b| b == b' ');
+        let code = words.next()?;
+        let number = |word: Option<&[u8]>| -> Option<u64> {
+            parse_i64(word?).and_then(|n| u64::try_from(n).ok())
+        };
+        let refusal = match code {
+            b"MOVED" => Refusal::Moved {
+                shard: u32::try_from(number(words.next())?).ok()?,
+                epoch: number(words.next())?,
+            },
+            b"STALE" => Refusal::Stale {
+                epoch: number(words.next())?,
+            },
+            _ => return None,
+        };
+        words.next().is_none().then_some(refusal)
+    }
+}
+
+/// A request's envelope, as the node reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope {
+    /// The shard the request's keys hash to (or the one shard a walk covers).
+    pub shard: u32,
+    /// The epoch of the map the proxy routed by.
+    pub epoch: u64,
+}
+
+/// Splits `SHARD <shard> <epoch> <command…>` into its envelope and the command's arguments.
+/// The error reply names what is wrong; `args[0]` must already be `SHARD`.
+pub fn open_envelope(args: &[Bytes]) -> Result<(Envelope, &[Bytes]), Reply> {
+    if args.len() < 4 {
+        return Err(Reply::error(
+            "ERR wrong number of arguments for 'shard' command",
+        ));
+    }
+    let shard = parse_i64(&args[1])
+        .and_then(|n| u32::try_from(n).ok())
+        .ok_or(Reply::error("ERR invalid shard id"))?;
+    let epoch = parse_i64(&args[2])
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or(Reply::error("ERR invalid map epoch"))?;
+    Ok((Envelope { shard, epoch }, &args[3..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_text(reply: Reply) -> Vec<u8> {
+        match reply {
+            Reply::Error(text) => text.to_vec(),
+            other => panic!("not an error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn refusals_round_trip_through_their_replies() {
+        for refusal in [
+            Refusal::Moved {
+                shard: 17,
+                epoch: 4,
+            },
+            Refusal::Stale { epoch: 0 },
+            Refusal::Moved {
+                shard: u32::MAX,
+                epoch: u64::MAX >> 1,
+            },
+        ] {
+            let text = error_text(refusal.reply());
+            assert_eq!(Refusal::parse(&text), Some(refusal));
+        }
+        assert_eq!(
+            error_text(Refusal::Moved { shard: 3, epoch: 9 }.reply()),
+            b"MOVED 3 9"
+        );
+    }
+
+    #[test]
+    fn other_errors_are_not_refusals() {
+        for text in [
+            &b"ERR syntax error"[..],
+            b"MOVED",
+            b"MOVED 1",
+            b"MOVED 1 2 3",
+            b"MOVED x 2",
+            b"STALE -1",
+            b"MOVEDX 1 2",
+        ] {
+            assert_eq!(
+                Refusal::parse(text),
+                None,
+                "{}",
+                String::from_utf8_lossy(text)
+            );
+        }
+    }
+
+    #[test]
+    fn envelopes_name_shard_epoch_and_command() {
+        let args: Vec<Bytes> = ["SHARD", "17", "4", "GET", "k"]
+            .iter()
+            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
+            .collect();
+        let (envelope, rest) = open_envelope(&args).expect("valid envelope");
+        assert_eq!(
+            envelope,
+            Envelope {
+                shard: 17,
+                epoch: 4
+            }
+        );
+        assert_eq!(rest, &args[3..]);
+        assert!(open_envelope(&args[..3]).is_err());
+        let mut bad = args.clone();
+        bad[1] = Bytes::from_static(b"-1");
+        assert!(open_envelope(&bad).is_err());
+    }
+}

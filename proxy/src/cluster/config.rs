@@ -1,0 +1,52 @@
+//! The command line of `ringkv-proxy`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::pool::PoolConfig;
+
+/// The cluster proxy's flags.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "ringkv-proxy",
+    version,
+    about = "ringkv proxy: serves Redis clients, routing each key to its storage node by the etcd shard map",
+    long_about = None
+)]
+pub struct ProxyConfig {
+    /// etcd endpoints, comma-separated (http://host:port).
+    #[arg(long, value_delimiter = ',', required = true, value_name = "URL")]
+    pub etcd: Vec<String>,
+
+    /// Cluster name: its keys live under /ringkv/<NAME>/ in etcd.
+    #[arg(long, value_name = "NAME")]
+    pub cluster: String,
+
+    /// Address to listen on for clients (host:port; port 0 picks a free one).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6380")]
+    pub listen: SocketAddr,
+
+    /// Connections to each storage node, however many clients there are.
+    #[arg(long, value_name = "N", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub node_connections: u16,
+
+    /// Milliseconds a request to a storage node may take, queueing included, before the
+    /// client gets a CLUSTERDOWN error.
+    #[arg(long, value_name = "MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(10..=600_000))]
+    pub request_timeout_ms: u64,
+}
+
+impl ProxyConfig {
+    /// The settings of the pools to the storage nodes.
+    pub fn pool(&self) -> PoolConfig {
+        PoolConfig {
+            connections: usize::from(self.node_connections),
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            ..PoolConfig::default()
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The cluster backend: routes each command to the storage node that is its shard's primary
+//! in the map the proxy follows, over that node's pooled, pipelined connections.
+//!
+//! - [`config`]: the `ringkv-proxy` command line.
+//! - `routes`: one epoch's table (shard → node → pool).
+//! - `follow`: the etcd follower that rebuilds the table on every map or node change.
+//! - `frame`: storage replies as client replies.
+//!
+//! How commands go out, by their table route:
+//! - one key: to the key's shard, whole;
+//! - several keys (MGET, MSET, DEL, EXISTS, UNLINK, TOUCH): one request per shard, sent
+//!   together, merged back in key order; when every key is in one shard, the command goes
+//!   whole. MSETNX, RENAME and RENAMENX must stay atomic, so across shards they are refused
+//!   with Redis Cluster's CROSSSLOT error (hash tags keep keys together);
+//! - every shard (DBSIZE, KEYS, FLUSHALL, RANDOMKEY): one request per shard, merged; SCAN
+//!   walks the shards in order, its cursor naming shard and position.
+//!
+//! A node refusing a request (MOVED: not its shard at its epoch; STALE: its map is older) is
+//! never seen by the client: the proxy waits for a newer map or for the node to catch up and
+//! sends again, a bounded number of times. A node that does not answer makes its shards fail
+//! with a `CLUSTERDOWN` error within the request timeout; other shards are unaffected.
+
+pub mod config;
+mod follow;
+mod frame;
+mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use rand::Rng;
+use ringkv_common::command::{Cmd, CommandSpec, Route};
+use ringkv_common::cursor::{self, parse_cursor};
+use ringkv_common::etcd::ClusterStore;
+use ringkv_common::internal::{Refusal, SHARD};
+use ringkv_common::placement::shard_of;
+use ringkv_common::resp::Reply;
+use ringkv_common::shardmap::ClusterConfig;
+use tokio::task::JoinHandle;
+
+use crate::pool::{PoolConfig, PoolError};
+use follow::Follower;
+pub use follow::Shared;
+use routes::Routes;
+
+/// Redis Cluster's reply to a multi-key command whose keys are in different slots.
+const CROSSSLOT: Reply = Reply::error("CROSSSLOT Keys in request don't hash to the same slot");
+
+/// Before the first map: nothing can be routed.
+const NO_MAP: Reply =
+    Reply::error("CLUSTERDOWN The cluster is down (no shard map yet: run `ringkv-admin assign`)");
+
+/// How many times a request refused with MOVED or STALE is sent again.
+const MAX_ATTEMPTS: u32 = 6;
+
+/// How long a request refused with MOVED waits for the newer map before trying again.
+const MAP_WAIT: Duration = Duration::from_secs(1);
+
+/// Most shards one SCAN call walks before handing a cursor back, so a sparse keyspace does
+/// not make one call visit every node.
+const SCAN_SHARDS_PER_CALL: u32 = 16;
+
+/// Shards asked at once by RANDOMKEY.
+const RANDOMKEY_FANOUT: usize = 16;
+
+/// The proxy's view of the cluster, shared by every client connection.
+#[derive(Debug)]
+pub struct Cluster {
+    shared: Arc<Shared>,
+    shards: u32,
+    follower: JoinHandle<()>,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.follower.abort();
+    }
+}
+
+impl Cluster {
+    /// Starts following `store`'s cluster (whose config is `config`); requests are routed as
+    /// soon as the first map is read.
+    pub fn start(store: ClusterStore, config: ClusterConfig, pool: PoolConfig) -> Cluster {
+        let shared = Arc::new(Shared::new());
+        let shards = config.shards;
+        let follower = tokio::spawn(Follower::new(store, config, pool, Arc::clone(&shared)).run());
+        Cluster {
+            shared,
+            shards,
+            follower,
+        }
+    }
+
+    /// The cluster's shard count.
+    pub fn shards(&self) -> u32 {
+        self.shards
+    }
+
+    /// The epoch of the map requests are routed by (0 before the first).
+    pub fn epoch(&self) -> u64 {
+        *self.shared.epoch.borrow()
+    }
+
+    /// Runs one data command.
+    pub async fn execute(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Reply {
+        match spec.route {
+            Route::SingleShard => match spec.key_indexes(args.len()).next() {
+                Some(i) => self.call(shard_of(&args[i], self.shards), args).await,
+                None => Reply::error("ERR command has no key to route by"),
+            },
+            Route::MultiKey => self.multi_key(spec, args).await,
+            Route::AllShards => self.all_shards(spec, args).await,
+            Route::Local => Reply::error("ERR command is not routed to storage"),
+        }
+    }
+
+    /// Sends `args` to shard `shard`'s primary; retries refusals; turns failures into
+    /// CLUSTERDOWN replies.
+    async fn call(&self, shard: u32, args: &[Bytes]) -> Reply {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(routes) = self.shared.routes.load_full() else {
+                return NO_MAP;
+            };
+            let reply = send(&routes, shard, args).await;
+            let refusal = match &reply {
+                Reply::Error(text) => Refusal::parse(text),
+                _ => None,
+            };
+            let Some(refusal) = refusal else {
+                return reply;
+            };
+            if attempt >= MAX_ATTEMPTS {
+                return Reply::error_owned(format!(
+                    "TRYAGAIN shard {shard} is changing hands; try again"
+                ));
+            }
+            match refusal {
+                Refusal::Moved { epoch, .. } => self.await_map(epoch.max(routes.epoch + 1)).await,
+                Refusal::Stale { .. } => {
+                    tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+                }
+            }
+        }
+    }
+
+    /// Waits (bounded) until the map is at least `epoch`, asking the follower to read it.
+    async fn await_map(&self, epoch: u64) {
+        self.shared.nudge.notify_one();
+        let mut receiver = self.shared.epoch.subscribe();
+        let _ = tokio::time::timeout(MAP_WAIT, receiver.wait_for(|&e| e >= epoch)).await;
+    }
+
+    /// MGET, MSET, DEL, EXISTS, UNLINK, TOUCH split per shard; MSETNX, RENAME, RENAMENX whole
+    /// or refused.
+    async fn multi_key(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Reply {
+        let step = spec.keys.step.max(1) as usize;
+        let first = shard_of(&args[1], self.shards);
+        let single = spec
+            .key_indexes(args.len())
+            .all(|i| shard_of(&args[i], self.shards) == first);
+        if single {
+            return self.call(first, args).await;
+        }
+        if matches!(spec.cmd, Cmd::Msetnx | Cmd::Rename | Cmd::Renamenx) {
+            return CROSSSLOT;
+        }
+        if matches!(spec.cmd, Cmd::Mset) && !(args.len() - 1).is_multiple_of(2) {
+            return ringkv_common::command::wrong_arity(spec.name);
+        }
+        // Group the keys (with their values, for MSET) by shard, remembering positions.
+        let mut groups: Vec<(u32, Vec<Bytes>, Vec<usize>)> = Vec::new();
+        for (position, i) in (1..args.len()).step_by(step).enumerate() {
+            let shard = shard_of(&args[i], self.shards);
+            let group = match groups.iter_mut().position(|g| g.0 == shard) {
+                Some(g) => &mut groups[g],
+                None => {
+                    groups.push((shard, vec![args[0].clone()], Vec::new()));
+                    groups.last_mut().expect("just pushed")
+                }
+            };
+            group.1.extend_from_slice(&args[i..i + step]);
+            group.2.push(position);
+        }
+        let replies = join_all(groups.iter().map(|(shard, sub, _)| self.call(*shard, sub))).await;
+        if let Some(error) = replies.iter().find(|r| r.is_error()) {
+            return error.clone();
+        }
+        match spec.cmd {
+            Cmd::Mget => {
+                let mut merged = vec![Reply::Nil; (args.len() - 1) / step];
+                for ((_, _, positions), reply) in groups.iter().zip(replies) {
+                    let Reply::Array(values) = reply else {
+                        return unexpected(&reply);
+                    };
+                    for (position, value) in positions.iter().zip(values) {
+                        merged[*position] = value;
+                    }
+                }
+                Reply::Array(merged)
+            }
+            Cmd::Mset => Reply::Ok,
+            _ => sum(replies),
+        }
+    }
+
+    /// DBSIZE, KEYS, FLUSHALL, FLUSHDB, RANDOMKEY over every shard; SCAN shard by shard.
+    async fn all_shards(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Reply {
+        match spec.cmd {
+            Cmd::Scan => return self.scan(args).await,
+            Cmd::Randomkey => return self.random_key(args).await,
+            _ => {}
+        }
+        let replies = join_all((0..self.shards).map(|shard| self.call(shard, args))).await;
+        if let Some(error) = replies.iter().find(|r| r.is_error()) {
+            return error.clone();
+        }
+        match spec.cmd {
+            Cmd::Dbsize => sum(replies),
+            Cmd::Keys => {
+                let mut keys = Vec::new();
+                for reply in replies {
+                    match reply {
+                        Reply::Array(found) => keys.extend(found),
+                        other => return unexpected(&other),
+                    }
+                }
+                Reply::Array(keys)
+            }
+            _ => Reply::Ok,
+        }
+    }
+
+    /// SCAN: asks the cursor's shard, moving on to the next shards while the page is short.
+    async fn scan(&self, args: &[Bytes]) -> Reply {
+        let Some(mut cursor) = parse_cursor(&args[1]) else {
+            return Reply::error("ERR invalid cursor");
+        };
+        let count = scan_count(args);
+        let mut found: Vec<Reply> = Vec::new();
+        let mut request = args.to_vec();
+        for _ in 0..SCAN_SHARDS_PER_CALL {
+            let shard = cursor::shard_of(cursor);
+            if shard >= u64::from(self.shards) {
+                return scan_page(0, found);
+            }
+            let shard = shard as u32;
+            request[1] = Bytes::copy_from_slice(itoa::Buffer::new().format(cursor).as_bytes());
+            let reply = self.call(shard, &request).await;
+            let Some((next, keys)) = split_scan_page(reply.clone()) else {
+                return if reply.is_error() {
+                    reply
+                } else {
+                    unexpected(&reply)
+                };
+            };
+            found.extend(keys);
+            if next != 0 {
+                return scan_page(next, found);
+            }
+            if shard + 1 >= self.shards {
+                return scan_page(0, found);
+            }
+            cursor = cursor::start_of(shard + 1);
+            if found.len() as u64 >= count {
+                break;
+            }
+        }
+        scan_page(cursor, found)
+    }
+
+    /// RANDOMKEY: asks shards in a random order, a few at a time, until one has a key.
+    async fn random_key(&self, args: &[Bytes]) -> Reply {
+        let start = rand::thread_rng().gen_range(0..self.shards);
+        let order: Vec<u32> = (0..self.shards)
+            .map(|i| (start + i) % self.shards)
+            .collect();
+        for chunk in order.chunks(RANDOMKEY_FANOUT) {
+            let replies = join_all(chunk.iter().map(|&shard| self.call(shard, args))).await;
+            for reply in replies {
+                match reply {
+                    Reply::Nil => continue,
+                    other => return other,
+                }
+            }
+        }
+        Reply::Nil
+    }
+}
+
+/// One request to shard `shard`'s primary at the table's epoch.
+async fn send(routes: &Routes, shard: u32, args: &[Bytes]) -> Reply {
+    let Some(node) = routes.primary(shard) else {
+        return Reply::error_owned(format!(
+            "CLUSTERDOWN Hash slot not served (shard {shard} has no primary in map epoch {})",
+            routes.epoch
+        ));
+    };
+    let Some(pool) = &node.pool else {
+        return Reply::error_owned(format!(
+            "CLUSTERDOWN Hash slot not served (shard {shard}: storage node {} has no known \
+             address; it has not registered in etcd)",
+            node.id
+        ));
+    };
+    let Some(shard_arg) = routes.shard_args.get(shard as usize) else {
+        return Reply::error_owned(format!("ERR shard {shard} is beyond the map"));
+    };
+    let mut request = Vec::with_capacity(args.len() + 3);
+    request.push(Bytes::from_static(SHARD));
+    request.push(shard_arg.clone());
+    request.push(routes.epoch_arg.clone());
+    request.extend_from_slice(args);
+    match pool.call(request).await {
+        Ok(frame) => frame::to_reply(frame),
+        Err(err) => node_down(shard, &node.id, node.registered, &err),
+    }
+}
+
+/// The client's reply when shard `shard`'s node did not answer.
+fn node_down(shard: u32, id: &str, registered: bool, err: &PoolError) -> Reply {
+    let lease = if registered {
+        ""
+    } else {
+        "; its etcd lease has expired"
+    };
+    Reply::error_owned(
+        format!(
+            "CLUSTERDOWN Hash slot not served (shard {shard}: storage node {id}: {err}{lease})"
+        )
+        .replace(['\r', '\n'], " "),
+    )
+}
+
+/// The sum of integer replies (DEL, EXISTS, DBSIZE…).
+fn sum(replies: Vec<Reply>) -> Reply {
+    let mut total: i64 = 0;
+    for reply in replies {
+        match reply {
+            Reply::Int(n) => total = total.saturating_add(n),
+            other => return unexpected(&other),
+        }
+    }
+    Reply::Int(total)
+}
+
+/// A storage reply of the wrong shape: a bug or a version mismatch, reported, not panicked on.
+fn unexpected(reply: &Reply) -> Reply {
+    tracing::error!(?reply, "unexpected reply from a storage node");
+    Reply::error("ERR unexpected reply from a storage node")
+}
+
+/// SCAN's COUNT option (10 when absent or unreadable: the node reports bad values).
+fn scan_count(args: &[Bytes]) -> u64 {
+    let options = args.get(2..).unwrap_or_default();
+    options
+        .chunks_exact(2)
+        .rev()
+        .find(|pair| pair[0].eq_ignore_ascii_case(b"count"))
+        .and_then(|pair| ringkv_common::resp::request::parse_i64(&pair[1]))
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(10)
+}
+
+/// A SCAN reply's cursor and keys.
+fn split_scan_page(reply: Reply) -> Option<(u64, Vec<Reply>)> {
+    let Reply::Array(mut parts) = reply else {
+        return None;
+    };
+    if parts.len() != 2 {
+        return None;
+    }
+    let keys = match parts.pop()? {
+        Reply::Array(keys) => keys,
+        _ => return None,
+    };
+    let next = match parts.pop()? {
+        Reply::Bulk(text) => parse_cursor(&text)?,
+        _ => return None,
+    };
+    Some((next, keys))
+}
+
+/// A SCAN reply.
+fn scan_page(cursor: u64, keys: Vec<Reply>) -> Reply {
+    Reply::Array(vec![
+        Reply::Bulk(Bytes::copy_from_slice(
+            itoa::Buffer::new().format(cursor).as_bytes(),
+        )),
+        Reply::Array(keys),
+    ])
+}

@@ -1,0 +1,60 @@
+//! `ringkv-storage`: a storage node of a ringkv cluster.
+//!
+//! Exit codes: 0 after a clean shutdown (SIGTERM or SIGINT), 2 when a flag's value cannot be
+//! used (one line on stderr names it), 1 when the node fails otherwise.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use clap::Parser;
+use ringkv_storage::node::{self, NodeConfig, NodeError};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let config = NodeConfig::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("ringkv-storage: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(node::run(config, terminate_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(NodeError::Flag(err)) => {
+            eprintln!("ringkv-storage: {err}");
+            ExitCode::from(2)
+        }
+        Err(NodeError::Fatal(err)) => {
+            eprintln!("ringkv-storage: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn terminate_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(err) => {
+            tracing::error!(%err, "cannot listen for SIGTERM; stop with SIGINT");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

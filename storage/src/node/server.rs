@@ -1,0 +1,250 @@
+//! The node's port: proxies' connections, each a task that reads every request available,
+//! runs them in order, makes the batch's writes survive a crash, and writes all the replies
+//! in one syscall (the proxy's pool pipelines, so a batch is often hundreds of requests).
+//!
+//! What a connection may send:
+//! - `SHARD <shard> <epoch> <command…>`: a data command, run if [`Ownership::check`] allows;
+//! - `PING`, `INFO`, `QUIT`: for operators and health checks.
+
+use std::fmt::Write as _;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use ringkv_common::command::{self, flag, Route};
+use ringkv_common::internal::{open_envelope, SHARD};
+use ringkv_common::resp::{Parsed, Protocol, Reply, RequestLimits, RequestParser};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::ownership::Ownership;
+use crate::{Scope, Storage};
+
+/// Read buffer growth step.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Replies gathered beyond this are written mid-batch.
+const FLUSH_AT: usize = 1024 * 1024;
+
+/// What every connection of the node shares.
+pub struct NodeContext {
+    /// This node's id, for INFO.
+    pub id: String,
+    /// The engine.
+    pub storage: Arc<Storage>,
+    /// Which shards are served, at which epoch.
+    pub ownership: Arc<Ownership>,
+    /// Open connections (proxies and operators).
+    pub connections: AtomicU64,
+    /// Requests run, for INFO.
+    pub commands: AtomicU64,
+    /// Requests refused with MOVED or STALE, for INFO.
+    pub refused: AtomicU64,
+}
+
+/// Counts a connection for as long as it lives.
+struct Connected<'a>(&'a AtomicU64);
+
+impl<'a> Connected<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Connected(counter)
+    }
+}
+
+impl Drop for Connected<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one connection until it closes, breaks the protocol, or `stop` turns true (after
+/// finishing the batch in progress).
+pub async fn serve(mut stream: TcpStream, ctx: Arc<NodeContext>, mut stop: watch::Receiver<bool>) {
+    let _counted = Connected::new(&ctx.connections);
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(%err, "cannot disable Nagle's algorithm");
+    }
+    let peer = stream.peer_addr().ok();
+    match run(&mut stream, &ctx, &mut stop).await {
+        Ok(()) => tracing::debug!(?peer, "connection closed"),
+        Err(err) => tracing::debug!(?peer, %err, "connection failed"),
+    }
+}
+
+async fn run(
+    stream: &mut TcpStream,
+    ctx: &NodeContext,
+    stop: &mut watch::Receiver<bool>,
+) -> io::Result<()> {
+    let mut input = BytesMut::with_capacity(READ_CHUNK);
+    let mut output = BytesMut::with_capacity(READ_CHUNK);
+    let mut parser = RequestParser::new(RequestLimits::default());
+    let mut args: Vec<Bytes> = Vec::with_capacity(8);
+    loop {
+        if input.capacity() - input.len() < READ_CHUNK / 4 {
+            input.reserve(READ_CHUNK);
+        }
+        let read = tokio::select! {
+            biased;
+            () = stopped(stop) => return Ok(()),
+            read = stream.read_buf(&mut input) => read?,
+        };
+        if read == 0 {
+            return Ok(());
+        }
+        let mut wrote = false;
+        let mut close = false;
+        loop {
+            match parser.parse(&mut input, &mut args) {
+                Ok(Parsed::Request) => {
+                    let (reply, writes, quit) = handle(ctx, &args).await;
+                    args.clear();
+                    wrote |= writes;
+                    reply.encode(Protocol::Resp2, &mut output);
+                    if quit {
+                        close = true;
+                        break;
+                    }
+                    if output.len() >= FLUSH_AT {
+                        end_batch(ctx, std::mem::take(&mut wrote)).await;
+                        stream.write_all(&output).await?;
+                        output.clear();
+                    }
+                }
+                Ok(Parsed::Empty) => args.clear(),
+                Ok(Parsed::Incomplete) => break,
+                Err(err) => {
+                    Reply::error_owned(format!("ERR {err}")).encode(Protocol::Resp2, &mut output);
+                    close = true;
+                    break;
+                }
+            }
+        }
+        end_batch(ctx, wrote).await;
+        if !output.is_empty() {
+            stream.write_all(&output).await?;
+            output.clear();
+        }
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+/// Makes a batch's writes survive a crash (per the fsync policy) before its replies leave.
+async fn end_batch(ctx: &NodeContext, wrote: bool) {
+    if !wrote {
+        return;
+    }
+    let result = if ctx.storage.end_batch_blocks() {
+        let storage = Arc::clone(&ctx.storage);
+        tokio::task::spawn_blocking(move || storage.end_batch())
+            .await
+            .unwrap_or_else(|err| {
+                tracing::error!(%err, "syncing the WAL failed");
+                Ok(())
+            })
+    } else {
+        ctx.storage.end_batch()
+    };
+    if let Err(err) = result {
+        tracing::error!(%err, "writing the WAL failed");
+    }
+}
+
+/// The reply to one request, whether it may have written, and whether to close after it.
+async fn handle(ctx: &NodeContext, args: &[Bytes]) -> (Reply, bool, bool) {
+    let name = &args[0];
+    if name.eq_ignore_ascii_case(SHARD) {
+        let (reply, wrote) = run_in_shard(ctx, args).await;
+        return (reply, wrote, false);
+    }
+    let reply = if name.eq_ignore_ascii_case(b"ping") {
+        match args.len() {
+            1 => Reply::status("PONG"),
+            2 => Reply::Bulk(args[1].clone()),
+            _ => command::wrong_arity("ping"),
+        }
+    } else if name.eq_ignore_ascii_case(b"info") {
+        Reply::Verbatim(Bytes::from(info(ctx)))
+    } else if name.eq_ignore_ascii_case(b"quit") {
+        return (Reply::Ok, false, true);
+    } else {
+        Reply::error(
+            "ERR this is a ringkv storage node: send commands to a ringkv proxy \
+             (only SHARD, PING, INFO and QUIT are served here)",
+        )
+    };
+    (reply, false, false)
+}
+
+/// Runs `SHARD <shard> <epoch> <command…>` if this node serves the shard at that epoch.
+async fn run_in_shard(ctx: &NodeContext, args: &[Bytes]) -> (Reply, bool) {
+    let (envelope, inner) = match open_envelope(args) {
+        Ok(opened) => opened,
+        Err(reply) => return (reply, false),
+    };
+    let spec = match command::resolve(inner) {
+        Ok(spec) => spec,
+        Err(reply) => return (reply, false),
+    };
+    if spec.route == Route::Local {
+        return (
+            Reply::error_owned(format!(
+                "ERR '{}' is not a data command and cannot run in a shard",
+                spec.name
+            )),
+            false,
+        );
+    }
+    if let Err(refusal) = ctx.ownership.check(envelope) {
+        ctx.refused.fetch_add(1, Ordering::Relaxed);
+        return (refusal.reply(), false);
+    }
+    ctx.commands.fetch_add(1, Ordering::Relaxed);
+    let scope = Scope::Shard(envelope.shard);
+    let wrote = spec.has(flag::WRITE);
+    if !ctx.storage.may_block(spec) {
+        return (ctx.storage.execute_in(scope, spec, inner), wrote);
+    }
+    let storage = Arc::clone(&ctx.storage);
+    let owned = inner.to_vec();
+    let reply = tokio::task::spawn_blocking(move || storage.execute_in(scope, spec, &owned))
+        .await
+        .unwrap_or_else(|err| {
+            tracing::error!(command = spec.name, %err, "storage engine failed");
+            Reply::error("ERR internal error in the storage engine")
+        });
+    (reply, wrote)
+}
+
+/// INFO: the node's identity, map epoch, shards and connections, as `field:value` lines.
+fn info(ctx: &NodeContext) -> String {
+    let view = ctx.ownership.view();
+    let mut text = String::new();
+    let _ = write!(
+        text,
+        "# Server\r\nringkv_version:{}\r\nrole:storage\r\nnode_id:{}\r\nprocess_id:{}\r\n\
+         \r\n# Clients\r\nconnected_clients:{}\r\n\
+         \r\n# Cluster\r\nmap_epoch:{}\r\nserved_shards:{}\r\nhosted_shards:{}\r\n\
+         \r\n# Stats\r\ntotal_commands_processed:{}\r\nrefused_requests:{}\r\n",
+        env!("CARGO_PKG_VERSION"),
+        ctx.id,
+        std::process::id(),
+        ctx.connections.load(Ordering::Relaxed),
+        view.epoch,
+        view.served_count(),
+        ctx.storage.hosted().len(),
+        ctx.commands.load(Ordering::Relaxed),
+        ctx.refused.load(Ordering::Relaxed),
+    );
+    text
+}
+
+/// Completes once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopped| *stopped).await;
+}

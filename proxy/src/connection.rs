@@ -7,13 +7,16 @@
 //! argument vector is reused from request to request, so a request costs no allocation beyond
 //! its reply's.
 
+use std::future::{poll_fn, Future};
 use std::io;
 use std::os::fd::AsRawFd;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use ringkv_common::command::{self, CommandSpec};
+use ringkv_common::command::{self, CommandSpec, Route};
 use ringkv_common::resp::{Parsed, Reply, RequestParser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -38,6 +41,16 @@ const FLUSH_AT: usize = 256 * 1024;
 /// Buffers that grew past this for one large request or reply are given back once empty,
 /// so an idle connection does not keep megabytes.
 const SHRINK_ABOVE: usize = 1024 * 1024;
+
+/// Most requests of one client in flight to storage nodes at once; beyond it the connection
+/// waits for their replies before starting more, which bounds its memory.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// A reply in request order: known, or still on its way from a storage node.
+enum InFlight<'a> {
+    Done(Reply),
+    Waiting(Pin<Box<dyn Future<Output = Reply> + Send + 'a>>),
+}
 
 /// What a batch leaves the connection to do.
 enum Next {
@@ -188,26 +201,63 @@ impl Connection {
     }
 
     /// Runs every complete request in the input buffer, encoding the replies in order.
+    ///
+    /// Through a cluster, the data commands of a batch are all sent before any reply is
+    /// awaited (each shard's requests go down one node connection in order, so a pipeline's
+    /// SET then GET of one key still run in that order); a command the connection answers
+    /// itself (HELLO, CLIENT…) first waits for the replies before it, since it may change how
+    /// they are encoded.
     async fn run_batch(&mut self, ctx: &ServerContext) -> io::Result<Next> {
+        let concurrent = !ctx.backend.coalesces_writes();
+        let mut in_flight: Vec<InFlight<'_>> = Vec::new();
+        let next = self.run_requests(ctx, concurrent, &mut in_flight).await;
+        self.settle(&mut in_flight).await;
+        next
+    }
+
+    /// The body of [`run_batch`](Self::run_batch).
+    async fn run_requests<'c>(
+        &mut self,
+        ctx: &'c ServerContext,
+        concurrent: bool,
+        in_flight: &mut Vec<InFlight<'c>>,
+    ) -> io::Result<Next> {
         loop {
             match self.parser.parse(&mut self.input, &mut self.args) {
+                Ok(Parsed::Request) if concurrent => match command::resolve(&self.args) {
+                    Ok(spec) if spec.route != Route::Local => {
+                        let args = std::mem::replace(&mut self.args, Vec::with_capacity(8));
+                        let backend = &ctx.backend;
+                        in_flight.push(InFlight::Waiting(Box::pin(async move {
+                            backend.execute(spec, &args).await
+                        })));
+                        self.counts.commands += 1;
+                        if in_flight.len() >= MAX_IN_FLIGHT {
+                            self.settle(in_flight).await;
+                            if self.output.len() >= FLUSH_AT {
+                                self.flush(ctx).await?;
+                            }
+                        }
+                    }
+                    Ok(_) => {
+                        self.settle(in_flight).await;
+                        if let Some(next) = self.run_one(ctx).await? {
+                            return Ok(next);
+                        }
+                    }
+                    Err(reply) => {
+                        self.args.clear();
+                        in_flight.push(InFlight::Done(reply));
+                    }
+                },
                 Ok(Parsed::Request)
                     if ctx.backend.coalesces_writes() && self.coalesced.absorb(&self.args) =>
                 {
                     self.args.clear()
                 }
                 Ok(Parsed::Request) => {
-                    self.run_coalesced(ctx).await;
-                    let outcome = dispatch(&mut self.session, ctx, &self.args).await;
-                    self.args.clear();
-                    self.counts.commands += u64::from(outcome.ran);
-                    self.wrote |= outcome.wrote;
-                    self.push(&outcome.reply);
-                    if self.session.closing {
-                        return Ok(Next::Close);
-                    }
-                    if self.output.len() >= FLUSH_AT {
-                        self.flush(ctx).await?;
+                    if let Some(next) = self.run_one(ctx).await? {
+                        return Ok(next);
                     }
                 }
                 Ok(Parsed::Empty) => self.args.clear(),
@@ -218,12 +268,60 @@ impl Connection {
                 }
                 Err(err) => {
                     self.run_coalesced(ctx).await;
+                    self.settle(in_flight).await;
                     tracing::debug!(peer = %self.session.peer, %err, "protocol error, closing");
                     self.push(&Reply::error_owned(format!("ERR {err}")));
                     return Ok(Next::Close);
                 }
             }
         }
+    }
+
+    /// Waits for every reply in flight and encodes them all, in request order.
+    async fn settle(&mut self, in_flight: &mut Vec<InFlight<'_>>) {
+        if in_flight.is_empty() {
+            return;
+        }
+        poll_fn(|cx| {
+            let mut done = true;
+            for slot in in_flight.iter_mut() {
+                if let InFlight::Waiting(reply) = slot {
+                    match reply.as_mut().poll(cx) {
+                        Poll::Ready(reply) => *slot = InFlight::Done(reply),
+                        Poll::Pending => done = false,
+                    }
+                }
+            }
+            if done {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await;
+        for slot in in_flight.drain(..) {
+            if let InFlight::Done(reply) = slot {
+                self.push(&reply);
+            }
+        }
+    }
+
+    /// Runs the parsed request on its own (after the blind writes gathered before it);
+    /// returns what the batch must do next if the request ends it.
+    async fn run_one(&mut self, ctx: &ServerContext) -> io::Result<Option<Next>> {
+        self.run_coalesced(ctx).await;
+        let outcome = dispatch(&mut self.session, ctx, &self.args).await;
+        self.args.clear();
+        self.counts.commands += u64::from(outcome.ran);
+        self.wrote |= outcome.wrote;
+        self.push(&outcome.reply);
+        if self.session.closing {
+            return Ok(Some(Next::Close));
+        }
+        if self.output.len() >= FLUSH_AT {
+            self.flush(ctx).await?;
+        }
+        Ok(None)
     }
 
     /// Runs the blind writes gathered so far as one MSET and answers each of them.

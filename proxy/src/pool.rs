@@ -317,9 +317,22 @@ impl NodePool {
     /// queue room if the connection is saturated. An error reply from the node (`-ERR …`) is a
     /// reply, not a [`PoolError`]: only the transport failing is.
     pub async fn call(&self, args: Vec<Bytes>) -> Result<BytesFrame, PoolError> {
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        self.call_on(start, args).await
+    }
+
+    /// [`call`](Self::call) on the connection chosen by `affinity` (modulo the connection
+    /// count; the next one if it is down). Requests of one affinity queued in some order are
+    /// run by the node in that order: the proxy uses the shard, so a pipeline's writes and
+    /// reads of one key keep their order however many connections there are.
+    pub async fn call_on(
+        &self,
+        affinity: usize,
+        args: Vec<Bytes>,
+    ) -> Result<BytesFrame, PoolError> {
         let deadline = Instant::now() + self.config.request_timeout;
         let result = async {
-            let conn = self.pick()?;
+            let conn = self.pick_from(affinity)?;
             let request = async {
                 let permit = Arc::clone(&conn.room)
                     .acquire_owned()
@@ -373,7 +386,11 @@ impl NodePool {
     /// The next connection round-robin, skipping those backing off; if all are, the error
     /// says why the chosen one is down.
     fn pick(&self) -> Result<&Conn, PoolError> {
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        self.pick_from(self.next.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The connection `start` modulo the count, or the next one up.
+    fn pick_from(&self, start: usize) -> Result<&Conn, PoolError> {
         let n = self.conns.len();
         for i in 0..n {
             let conn = &self.conns[(start + i) % n];

@@ -280,11 +280,19 @@ async fn assign(store: &ClusterStore) -> Result<String, AdminError> {
         CasOutcome::Written { .. } => Ok(match base {
             Some(stored) => {
                 let changes = stored.map.changes_to(&map);
-                format!(
+                let mut text = format!(
                     "map epoch {epoch} written: {} shards moved ({} primaries changed, {} \
                      replicas added) on {live} live nodes\n",
                     changes.shards_changed, changes.primaries_changed, changes.replicas_added
-                )
+                );
+                if changes.shards_changed > 0 {
+                    text.push_str(
+                        "note: shard data is not copied between nodes yet (no rebalancing): \
+                         the keys of moved shards stay on their previous node and are not \
+                         served until those shards are assigned back to it\n",
+                    );
+                }
+                text
             }
             None => format!(
                 "map epoch {epoch} written: {} shards placed on {live} live nodes (first \

@@ -314,7 +314,7 @@ async fn send(routes: &Routes, shard: u32, args: &[Bytes]) -> Reply {
     request.push(shard_arg.clone());
     request.push(routes.epoch_arg.clone());
     request.extend_from_slice(args);
-    match pool.call(request).await {
+    match pool.call_on(shard as usize, request).await {
         Ok(frame) => frame::to_reply(frame),
         Err(err) => node_down(shard, &node.id, node.registered, &err),
     }

@@ -851,7 +851,11 @@ fn info_on_a_proxy_describes_the_cluster_and_sums_the_nodes_figures() {
     assert_eq!(field("ringkv_nodes_registered"), "2");
     assert_eq!(field("ringkv_etcd_reachable"), "1");
     assert_eq!(field("keyspace_hits"), "30", "hits summed over the nodes");
-    assert_eq!(field("keyspace_misses"), "5", "misses summed over the nodes");
+    assert_eq!(
+        field("keyspace_misses"),
+        "5",
+        "misses summed over the nodes"
+    );
     assert_eq!(field("db0"), "keys=41,expires=1,avg_ttl=0");
     assert!(field("connected_clients").parse::<u64>().expect("a number") >= 1);
 }

@@ -14,6 +14,7 @@ use ringkv_common::shardmap::ClusterConfig;
 use ringkv_proxy::backend::Backend;
 use ringkv_proxy::cluster::config::ProxyConfig;
 use ringkv_proxy::cluster::Cluster;
+use ringkv_proxy::config::load_acl;
 use ringkv_proxy::context::Settings;
 use ringkv_proxy::server::{Server, ServerError};
 use ringkv_proxy::shutdown::terminate_signal;
@@ -43,6 +44,10 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: ProxyConfig) -> ExitCode {
+    let acl = match load_acl(config.requirepass.as_deref(), config.aclfile.as_deref()) {
+        Ok(acl) => acl,
+        Err(err) => return bad_flag(err.flag, &err.value, &err.reason),
+    };
     if let Some(addr) = config.metrics_addr {
         if let Err(err) = ringkv_common::metrics::install(addr, "proxy") {
             return bad_flag("--metrics-addr", &addr.to_string(), &err.reason);
@@ -59,7 +64,7 @@ async fn serve(config: ProxyConfig) -> ExitCode {
     let cluster = Arc::new(Cluster::start(store, cluster_config, config.pool()));
     let server = match Server::bind_addr(
         config.listen,
-        |addr| Settings::proxy(addr, shards),
+        |addr| Settings::proxy(addr, shards, acl),
         Backend::Remote(cluster),
     )
     .await

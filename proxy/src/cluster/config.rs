@@ -42,6 +42,14 @@ pub struct ProxyConfig {
     /// Serve Prometheus metrics on http://ADDR/metrics (off when absent).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+
+    /// Password clients must give with AUTH (or HELLO … AUTH default PASS) before anything else.
+    #[arg(long, value_name = "PASSWORD", conflicts_with = "aclfile")]
+    pub requirepass: Option<String>,
+
+    /// Users and their permissions, in (a subset of) Redis's ACL file syntax.
+    #[arg(long, value_name = "PATH")]
+    pub aclfile: Option<std::path::PathBuf>,
 }
 
 impl ProxyConfig {

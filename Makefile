@@ -7,15 +7,16 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 CARGO ?= cargo
-BIN := $(or $(CARGO_TARGET_DIR),target)/release/ringkv
+BIN_DIR := $(or $(CARGO_TARGET_DIR),target)/release
+BIN := $(BIN_DIR)/ringkv
 # Extra flags for `make run`, e.g. make run ARGS="--in-memory".
 ARGS ?=
 
-.PHONY: help build run test lint fmt bench clean
+.PHONY: help build run test lint fmt bench clean cluster cluster-stop cluster-status
 
 help: ## list the targets
 	@echo "usage: make TARGET"
-	@awk -F':.*## ' '/^[a-z]+:.*## /{printf "  %-6s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk -F':.*## ' '/^[a-z-]+:.*## /{printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## build all binaries (release)
 	scripts/install-deps.sh build
@@ -45,3 +46,13 @@ bench: ## compare ringkv with redis-server and twemproxy (N=, ROUNDS= override)
 
 clean: ## remove ./data (keeps cargo's build cache: RocksDB is slow to rebuild)
 	rm -rf ./data
+
+cluster: build ## start etcd, 3 storage nodes and 2 proxies (127.0.0.1:6380, :6381) in the background, data in ./.cluster
+	scripts/install-deps.sh run test
+	BIN_DIR="$(BIN_DIR)" scripts/cluster.sh start
+
+cluster-stop: ## stop the processes `make cluster` started (by pid)
+	BIN_DIR="$(BIN_DIR)" scripts/cluster.sh stop
+
+cluster-status: ## show the local cluster's processes and `ringkv-admin status`
+	BIN_DIR="$(BIN_DIR)" scripts/cluster.sh status

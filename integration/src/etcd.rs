@@ -1,10 +1,11 @@
 //! A real etcd for cluster tests: one `etcd` process per [`Etcd`], on free loopback ports with
-//! a temporary `--data-dir`, stopped by pid when dropped.
+//! a temporary `--data-dir`, stopped by pid when dropped, and restartable on the same ports
+//! and data (to test an etcd outage).
 //!
 //! The binary is `$ETCD_BIN` if set, else `etcd` in `$PATH`, else `/usr/bin/etcd` (Debian's
 //! `etcd-server`). A missing etcd fails the test with an install hint; it never skips it.
 
-use std::fs::{self, File};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -34,10 +35,17 @@ pub fn etcd_bin() -> PathBuf {
 
 /// One running single-member etcd; dropping it stops the process (SIGTERM, then SIGKILL) and
 /// deletes its data.
+///
+/// [`Etcd::stop`] and [`Etcd::start_again`] take it down and bring it back on the same ports
+/// and the same `--data-dir`, so cluster tests can check that proxies and storage nodes ride
+/// out an etcd outage and catch up with what changed afterwards.
 pub struct Etcd {
     child: Option<Child>,
     client_port: u16,
-    /// Holds `data/` and `etcd.log`.
+    peer_port: u16,
+    /// The `--data-dir` of the running (or last) process, inside `dir`.
+    data: PathBuf,
+    /// Holds `data-<n>/` and `etcd.log`.
     dir: tempfile::TempDir,
 }
 
@@ -61,61 +69,57 @@ impl Etcd {
                 }
             };
             let data = dir.path().join(format!("data-{attempt}"));
-            let log_path = dir.path().join("etcd.log");
-            let log = File::create(&log_path).expect("creating etcd.log");
-            let log_err = log.try_clone().expect("cloning the etcd.log handle");
-            let client = format!("http://127.0.0.1:{client_port}");
-            let peer = format!("http://127.0.0.1:{peer_port}");
-            let mut cmd = Command::new(etcd_bin());
-            cmd.arg("--name")
-                .arg("t")
-                .arg("--data-dir")
-                .arg(&data)
-                .arg("--listen-client-urls")
-                .arg(&client)
-                .arg("--advertise-client-urls")
-                .arg(&client)
-                .arg("--listen-peer-urls")
-                .arg(&peer)
-                .arg("--initial-advertise-peer-urls")
-                .arg(&peer)
-                .arg("--initial-cluster")
-                .arg(format!("t={peer}"))
-                .stdin(Stdio::null())
-                .stdout(log)
-                .stderr(log_err);
-            let described = format!("{cmd:?}");
-            let mut child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("spawning {described}: {e}"));
-            match wait_healthy(&mut child, client_port, ETCD_STARTUP_DEADLINE) {
-                Ok(()) => {
+            match spawn_and_wait(dir.path(), &data, client_port, peer_port) {
+                Ok(child) => {
                     return Etcd {
                         child: Some(child),
                         client_port,
+                        peer_port,
+                        data,
                         dir,
                     }
                 }
-                Err(Startup::Exited(status)) => {
-                    let tail = log_tail(&log_path);
-                    if tail.to_lowercase().contains("address already in use") && attempt < ATTEMPTS
-                    {
+                Err(failure) => {
+                    let port_taken = failure.exited
+                        && failure
+                            .tail
+                            .to_lowercase()
+                            .contains("address already in use");
+                    if port_taken && attempt < ATTEMPTS {
                         continue;
                     }
-                    panic!("{described} exited during startup with {status}\n{tail}");
-                }
-                Err(Startup::Timeout(last)) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "{described} was not healthy within {ETCD_STARTUP_DEADLINE:?} (last \
-                         probe: {last})\n{}",
-                        log_tail(&log_path)
-                    );
+                    panic!("{}", failure.message);
                 }
             }
         }
         unreachable!("the loop returns or panics");
+    }
+
+    /// Starts etcd again after [`Etcd::stop`], on the same client and peer ports and the same
+    /// data directory (so it keeps every key and lease it had), and waits until it is healthy.
+    /// Panics if it is still running, or if it does not come back.
+    pub fn start_again(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "Etcd::start_again while etcd is still running"
+        );
+        let _guard = START_LOCK
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match spawn_and_wait(
+            self.dir.path(),
+            &self.data,
+            self.client_port,
+            self.peer_port,
+        ) {
+            Ok(child) => self.child = Some(child),
+            Err(failure) => panic!("restarting etcd: {}", failure.message),
+        }
+    }
+
+    /// True while the etcd process runs (between a start and a stop).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
     }
 
     /// The client URL, `http://127.0.0.1:<port>`, as `--etcd` takes it.
@@ -166,9 +170,84 @@ impl Drop for Etcd {
     }
 }
 
+/// Spawns etcd on these ports and data dir, appending to `<dir>/etcd.log`, and waits for
+/// `/health`. On failure the process is gone and the error says why.
+fn spawn_and_wait(
+    dir: &Path,
+    data: &Path,
+    client_port: u16,
+    peer_port: u16,
+) -> Result<Child, SpawnFailure> {
+    let log_path = dir.join("etcd.log");
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .expect("opening etcd.log");
+    let log_err = log.try_clone().expect("cloning the etcd.log handle");
+    let client = format!("http://127.0.0.1:{client_port}");
+    let peer = format!("http://127.0.0.1:{peer_port}");
+    let mut cmd = Command::new(etcd_bin());
+    cmd.arg("--name")
+        .arg("t")
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--listen-client-urls")
+        .arg(&client)
+        .arg("--advertise-client-urls")
+        .arg(&client)
+        .arg("--listen-peer-urls")
+        .arg(&peer)
+        .arg("--initial-advertise-peer-urls")
+        .arg(&peer)
+        .arg("--initial-cluster")
+        .arg(format!("t={peer}"))
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err);
+    let described = format!("{cmd:?}");
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {described}: {e}"));
+    match wait_healthy(&mut child, client_port, ETCD_STARTUP_DEADLINE) {
+        Ok(()) => Ok(child),
+        Err(Startup::Exited(status)) => {
+            let tail = log_tail(&log_path);
+            Err(SpawnFailure {
+                exited: true,
+                message: format!("{described} exited during startup with {status}\n{tail}"),
+                tail,
+            })
+        }
+        Err(Startup::Timeout(last)) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            let tail = log_tail(&log_path);
+            Err(SpawnFailure {
+                exited: false,
+                message: format!(
+                    "{described} was not healthy within {ETCD_STARTUP_DEADLINE:?} (last \
+                     probe: {last})\n{tail}"
+                ),
+                tail,
+            })
+        }
+    }
+}
+
 enum Startup {
     Exited(ExitStatus),
     Timeout(String),
+}
+
+/// Why a spawn did not give a healthy etcd.
+struct SpawnFailure {
+    /// The process exited by itself (rather than hanging until the deadline).
+    exited: bool,
+    /// The last lines of its log.
+    tail: String,
+    /// The whole story, for the panic.
+    message: String,
 }
 
 /// Polls `GET /health` until etcd answers `"health":"true"`, the process exits, or the

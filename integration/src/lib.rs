@@ -11,6 +11,9 @@
 //! - Tool lookup ([`ringkv_bin`], [`redis_server_bin`], [`redis_cli_bin`],
 //!   [`redis_benchmark_bin`]) that fails with a message saying how to get the tool, and
 //!   [`run_with_deadline`] for running them without hanging the suite.
+//! - [`cluster::Cluster`]: a whole cluster (etcd, `ringkv-admin`, storage nodes, proxies) on
+//!   free loopback ports, with the faults cluster tests inject (kill a node, stop etcd, add a
+//!   node and reassign).
 //! - [`poll_until`]: the only way tests wait: poll a condition until a deadline, never a fixed
 //!   sleep standing in for synchronisation.
 //!
@@ -27,12 +30,15 @@
 //! - `tests/clients.rs`: the `redis` crate (async): semantics, RESP3, concurrency, expiry.
 //! - `tests/durability.rs`: SIGTERM restart, `kill -9` with `--fsync always`, `--in-memory`.
 //! - `tests/cli_tools.rs`: `redis-cli`, `redis-benchmark`, and ringkv's own flags.
+//! - `tests/cluster.rs`: a real cluster (etcd, storage nodes, proxies): routing across proxies,
+//!   CROSSSLOT, live map changes, etcd down, a dead node, connection multiplexing.
 //!
 //! Environment: `RINGKV_BIN`, `REDIS_SERVER_BIN`, `REDIS_CLI_BIN`, `REDIS_BENCHMARK_BIN`
 //! override where the programs are. `tools/redis-as-ringkv.sh` is redis-server behind
 //! ringkv's command line: `RINGKV_BIN=integration/tools/redis-as-ringkv.sh cargo test ...`
 //! checks the suite itself (everything must pass against it).
 
+pub mod cluster;
 pub mod etcd;
 use std::ffi::OsString;
 use std::fmt;
@@ -89,6 +95,35 @@ pub fn ringkv_bin() -> PathBuf {
         "ringkv binary not found at {}: build it first with \
          `cargo build --release -p ringkv-proxy --bin ringkv` (same CARGO_TARGET_DIR and \
          profile as the tests), or point RINGKV_BIN at it",
+        path.display()
+    );
+    path
+}
+
+/// Another workspace binary (`ringkv-storage`, `ringkv-proxy`, `ringkv-admin`): `$env_override`
+/// if set, otherwise `name` next to [`ringkv_bin`]'s default location (the cargo profile
+/// directory this test executable was built in). Panics with instructions if it is missing, so
+/// a test never silently runs against nothing.
+pub fn profile_bin(name: &str, env_override: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(env_override) {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "{env_override}={} does not name an existing file",
+            path.display()
+        );
+        return path;
+    }
+    let exe = std::env::current_exe().expect("current_exe() of the test binary");
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in <target>/<profile>/deps/")
+        .join(name);
+    assert!(
+        path.is_file(),
+        "{name} not found at {}: build it first with `cargo build --release --workspace --bins` \
+         (same CARGO_TARGET_DIR and profile as the tests), or point {env_override} at it",
         path.display()
     );
     path

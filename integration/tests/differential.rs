@@ -17,6 +17,13 @@
 //!   the same way on both servers even though they receive each command a moment apart.
 //! - COMMAND, INFO, TIME, CLIENT ID/INFO/SETINFO and CONFIG GET are not diffed: they differ by
 //!   design (and CLIENT SETINFO does not exist in redis 7.0).
+//! - The same streams also run through a proxy of a 3-node cluster ([`Target::Cluster`]):
+//!   clients of a cluster must not be able to tell it from one server. The one difference is
+//!   by design: MSETNX, RENAME and RENAMENX whose keys are in different shards are refused
+//!   with CROSSSLOT (the README says so), so in the cluster streams those commands draw their
+//!   keys from [`TAGGED_KEYS`], which share a hash tag and so a shard. Everything else,
+//!   including MSET, MGET, DEL, EXISTS, TOUCH, UNLINK, SCAN, KEYS, DBSIZE, RANDOMKEY and
+//!   FLUSHALL across shards, must match exactly as in the standalone streams.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -24,6 +31,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
+use ringkv_integration::cluster::Cluster;
 use ringkv_integration::{encode_command, escape, Frame, Protocol, Reply, RespClient, Server};
 
 const DEFAULT_COMMANDS: usize = 3000;
@@ -36,14 +44,65 @@ const MILLIS_TOLERANCE: i64 = 2000;
 /// The run must finish well within the 600 s step spacing of relative TTLs (see module doc).
 const MAX_RUN_TIME: Duration = Duration::from_secs(300);
 
+/// Shards of the cluster the cluster streams run through: enough that the ~20 keys of the
+/// stream spread over every node, few enough to start quickly.
+const CLUSTER_SHARDS: u32 = 16;
+
 #[test]
 fn resp2_random_command_stream_matches_redis() {
-    run_differential(Protocol::Resp2);
+    run_differential(Protocol::Resp2, Target::Standalone);
 }
 
 #[test]
 fn resp3_random_command_stream_matches_redis() {
-    run_differential(Protocol::Resp3);
+    run_differential(Protocol::Resp3, Target::Standalone);
+}
+
+#[test]
+fn resp2_random_command_stream_through_a_cluster_proxy_matches_redis() {
+    run_differential(Protocol::Resp2, Target::Cluster);
+}
+
+#[test]
+fn resp3_random_command_stream_through_a_cluster_proxy_matches_redis() {
+    run_differential(Protocol::Resp3, Target::Cluster);
+}
+
+/// What the stream is compared against redis-server on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Target {
+    /// The standalone `ringkv` binary.
+    Standalone,
+    /// A proxy of a cluster of 3 storage nodes with [`CLUSTER_SHARDS`] shards.
+    Cluster,
+}
+
+/// Keeps the processes under test alive for the run.
+enum UnderTest {
+    Standalone(Server),
+    Cluster(Cluster),
+}
+
+impl UnderTest {
+    fn start(target: Target) -> UnderTest {
+        match target {
+            Target::Standalone => UnderTest::Standalone(Server::ringkv(&[])),
+            Target::Cluster => UnderTest::Cluster(
+                Cluster::builder()
+                    .nodes(3)
+                    .proxies(1)
+                    .shards(CLUSTER_SHARDS)
+                    .start(),
+            ),
+        }
+    }
+
+    fn connect(&self) -> RespClient {
+        match self {
+            UnderTest::Standalone(server) => server.connect(),
+            UnderTest::Cluster(cluster) => cluster.proxy(0),
+        }
+    }
 }
 
 fn seed() -> u64 {
@@ -74,19 +133,20 @@ fn history_len() -> usize {
         .unwrap_or(12)
 }
 
-fn run_differential(protocol: Protocol) {
+fn run_differential(protocol: Protocol, target: Target) {
     let seed = seed();
     let count = command_count();
-    println!("differential {protocol:?}: DIFF_SEED={seed} DIFF_COMMANDS={count}");
-    let ringkv = Server::ringkv(&[]);
+    println!("differential {protocol:?} {target:?}: DIFF_SEED={seed} DIFF_COMMANDS={count}");
+    let ringkv = UnderTest::start(target);
     let redis = Server::redis(&["--databases", "1"]);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .expect("clock after 1970");
-    let mut gen = Gen::new(seed, protocol, now.as_secs() as i64);
+    let mut gen = Gen::new(seed, protocol, now.as_secs() as i64, target);
     let mut run = Run {
         seed,
         protocol,
+        target,
         ringkv: ringkv.connect(),
         redis: redis.connect(),
         history: VecDeque::new(),
@@ -123,7 +183,7 @@ fn run_differential(protocol: Protocol) {
     );
 
     println!(
-        "differential {protocol:?}: {} commands matched in {:?}; distinct error replies seen:",
+        "differential {protocol:?} {target:?}: {} commands matched in {:?}; distinct error replies seen:",
         run.executed,
         started.elapsed()
     );
@@ -242,6 +302,7 @@ impl Item {
 struct Run {
     seed: u64,
     protocol: Protocol,
+    target: Target,
     ringkv: RespClient,
     redis: RespClient,
     /// The last few commands and replies, printed on a mismatch.
@@ -317,10 +378,11 @@ impl Run {
         if let Err(why) = verdict {
             let history: Vec<String> = self.history.iter().cloned().collect();
             panic!(
-                "ringkv and redis-server disagree ({protocol:?}), replay with DIFF_SEED={seed}\n\
+                "ringkv ({target:?}) and redis-server disagree ({protocol:?}), replay with DIFF_SEED={seed}\n\
                  command #{index}: {command}\n  ringkv: {ra}\n          raw \"{rraw}\"\n  redis:  {rb}\n          raw \"{braw}\"\n  \
                  why: {why}\nrecent commands (oldest first):\n  {history}",
                 protocol = self.protocol,
+                target = self.target,
                 seed = self.seed,
                 command = step.describe(),
                 ra = a.reply,
@@ -646,6 +708,10 @@ const KEYS: &[&[u8]] = &[
     b"k*?[",
 ];
 
+/// The keys of [`KEYS`] that share the hash tag `{user}`, so one shard: where the cluster
+/// streams draw the keys of MSETNX, RENAME and RENAMENX (see the module doc).
+const TAGGED_KEYS: &[&[u8]] = &[b"{user}:1", b"{user}:2", b"{user}:3"];
+
 /// Values chosen to be interesting to integer and float parsers as well as plain strings.
 const VALUES: &[&[u8]] = &[
     b"",
@@ -799,10 +865,13 @@ struct Gen {
     index: i64,
     /// Lowercase command names left out (`DIFF_SKIP`).
     skip: Vec<Vec<u8>>,
+    /// Whether the stream goes through a cluster proxy (single-shard keys for MSETNX,
+    /// RENAME and RENAMENX).
+    target: Target,
 }
 
 impl Gen {
-    fn new(seed: u64, protocol: Protocol, t0: i64) -> Gen {
+    fn new(seed: u64, protocol: Protocol, t0: i64, target: Target) -> Gen {
         Gen {
             rng: StdRng::seed_from_u64(seed),
             protocol,
@@ -814,6 +883,7 @@ impl Gen {
                 .map(|s| s.trim().to_ascii_lowercase().into_bytes())
                 .filter(|s| !s.is_empty())
                 .collect(),
+            target,
         }
     }
 
@@ -851,6 +921,15 @@ impl Gen {
 
     fn key(&mut self) -> Vec<u8> {
         self.pick(KEYS).to_vec()
+    }
+
+    /// A key for a command the cluster refuses across shards: any key standalone, one of
+    /// [`TAGGED_KEYS`] through a cluster.
+    fn same_shard_key(&mut self) -> Vec<u8> {
+        match self.target {
+            Target::Standalone => self.key(),
+            Target::Cluster => self.pick(TAGGED_KEYS).to_vec(),
+        }
     }
 
     fn keys(&mut self, min: usize, max: usize) -> Vec<Vec<u8>> {
@@ -1125,15 +1204,21 @@ impl Gen {
     }
 
     fn mset(&mut self) -> Vec<Step> {
-        let name = if self.chance(0.7) {
-            self.name("mset")
-        } else {
+        let nx = !self.chance(0.7);
+        let name = if nx {
             self.name("msetnx")
+        } else {
+            self.name("mset")
         };
         let mut args = vec![name];
         let pairs = self.rng.gen_range(1..=4);
         for _ in 0..pairs {
-            args.push(self.key());
+            let key = if nx {
+                self.same_shard_key()
+            } else {
+                self.key()
+            };
+            args.push(key);
             args.push(self.value());
         }
         if self.chance(0.1) {
@@ -1356,11 +1441,11 @@ impl Gen {
         } else {
             self.name("renamenx")
         };
-        let from = self.key();
+        let from = self.same_shard_key();
         let to = if self.chance(0.15) {
             from.clone()
         } else {
-            self.key()
+            self.same_shard_key()
         };
         self.step(vec![name, from, to])
     }

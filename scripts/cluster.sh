@@ -252,10 +252,12 @@ stop_group() {
   say "stopped ${names[*]}"
 }
 
-# Proxies first (clients see them go), then storage nodes (they revoke their
+# Prometheus first (if `make monitor` started it, so it does not log the others
+# going), proxies (clients see them go), then storage nodes (they revoke their
 # leases in etcd on the way out), etcd last.
 stop_all() {
   local proxies=() nodes=() p n
+  stop_group prometheus:prometheus
   for p in "${PROXY_PORTS[@]}"; do proxies+=("proxy-$p:ringkv-proxy"); done
   for n in "${NODES[@]}"; do nodes+=("$n:ringkv-storage"); done
   stop_group "${proxies[@]}"

@@ -329,22 +329,21 @@ pub fn discover_metrics_addr(
 ) -> SocketAddr {
     let deadline = Instant::now() + timeout;
     loop {
-        let last;
         let others: Vec<u16> = listening_ports(pid)
             .into_iter()
             .filter(|&port| port != service_port)
             .collect();
-        match others.as_slice() {
+        let last = match others.as_slice() {
             [port] => {
                 let addr = SocketAddr::from(([127, 0, 0, 1], *port));
                 match scrape(addr) {
                     Ok(_) => return addr,
-                    Err(e) => last = e,
+                    Err(e) => e,
                 }
             }
-            [] => last = format!("{what} (pid {pid}) listens only on its service port"),
-            many => last = format!("{what} (pid {pid}) listens on several other ports: {many:?}"),
-        }
+            [] => format!("{what} (pid {pid}) listens only on its service port"),
+            many => format!("{what} (pid {pid}) listens on several other ports: {many:?}"),
+        };
         assert!(
             Instant::now() < deadline,
             "no metrics endpoint found for {what} within {timeout:?} (was it started with \
@@ -565,7 +564,6 @@ impl Prometheus {
             prometheus.port = port;
             let deadline = Instant::now() + PROMETHEUS_STARTUP_DEADLINE;
             loop {
-                let last;
                 let child = prometheus.child.as_mut().expect("just spawned");
                 if let Ok(Some(status)) = child.try_wait() {
                     prometheus.child = None;
@@ -580,11 +578,11 @@ impl Prometheus {
                         prometheus.log_tail()
                     );
                 }
-                match http_get(prometheus.addr(), "/-/ready") {
+                let last = match http_get(prometheus.addr(), "/-/ready") {
                     Ok(response) if response.status == 200 => return prometheus,
-                    Ok(response) => last = format!("/-/ready answered {}", response.status),
-                    Err(e) => last = e,
-                }
+                    Ok(response) => format!("/-/ready answered {}", response.status),
+                    Err(e) => e,
+                };
                 if Instant::now() >= deadline {
                     panic!(
                         "{described} not ready within {PROMETHEUS_STARTUP_DEADLINE:?} (last: \

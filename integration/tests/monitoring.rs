@@ -100,210 +100,65 @@ use Presence::{Always, OnEvent};
 
 /// Issue 4's metric catalogue: what `ringkv`, `ringkv-proxy` and `ringkv-storage` serve on
 /// `--metrics-addr`. The dashboards may use only these (and [`OTHER_METRICS`]).
+#[rustfmt::skip]
 const CONTRACT: &[Metric] = &[
     // Client-facing (standalone and proxy).
-    metric(
-        "ringkv_commands_total",
-        Counter,
-        &["command", "outcome"],
-        Proxy,
-        Always,
-    ),
-    metric(
-        "ringkv_command_duration_seconds",
-        Histogram,
-        &["command"],
-        Proxy,
-        Always,
-    ),
+    metric("ringkv_commands_total", Counter, &["command", "outcome"], Proxy, Always),
+    metric("ringkv_command_duration_seconds", Histogram, &["command"], Proxy, Always),
     metric("ringkv_connected_clients", Gauge, &[], Both, Always),
     metric("ringkv_connections_total", Counter, &[], Proxy, Always),
-    metric(
-        "ringkv_rejected_connections_total",
-        Counter,
-        &[],
-        Proxy,
-        OnEvent,
-    ),
+    metric("ringkv_rejected_connections_total", Counter, &[], Proxy, OnEvent),
     metric("ringkv_net_input_bytes_total", Counter, &[], Proxy, Always),
     metric("ringkv_net_output_bytes_total", Counter, &[], Proxy, Always),
     // Proxy → storage.
-    metric(
-        "ringkv_backend_connections",
-        Gauge,
-        &["node"],
-        Proxy,
-        Always,
-    ),
-    metric(
-        "ringkv_backend_in_flight_requests",
-        Gauge,
-        &["node"],
-        Proxy,
-        Always,
-    ),
-    metric(
-        "ringkv_backend_batches_total",
-        Counter,
-        &["node"],
-        Proxy,
-        Always,
-    ),
-    metric(
-        "ringkv_backend_batched_requests_total",
-        Counter,
-        &["node"],
-        Proxy,
-        Always,
-    ),
-    metric(
-        "ringkv_backend_retries_total",
-        Counter,
-        &["reason"],
-        Proxy,
-        OnEvent,
-    ),
+    metric("ringkv_backend_connections", Gauge, &["node"], Proxy, Always),
+    metric("ringkv_backend_in_flight_requests", Gauge, &["node"], Proxy, Always),
+    metric("ringkv_backend_batches_total", Counter, &["node"], Proxy, Always),
+    metric("ringkv_backend_batched_requests_total", Counter, &["node"], Proxy, Always),
+    metric("ringkv_backend_retries_total", Counter, &["reason"], Proxy, OnEvent),
     // The test kills a storage node that serves shards: node_down is certain.
-    metric(
-        "ringkv_backend_failures_total",
-        Counter,
-        &["node", "reason"],
-        Proxy,
-        Always,
-    ),
-    metric(
-        "ringkv_backend_reconnects_total",
-        Counter,
-        &["node"],
-        Proxy,
-        OnEvent,
-    ),
+    metric("ringkv_backend_failures_total", Counter, &["node", "reason"], Proxy, Always),
+    metric("ringkv_backend_reconnects_total", Counter, &["node"], Proxy, OnEvent),
     // Cluster state.
     metric("ringkv_map_epoch", Gauge, &[], Both, Always),
     metric("ringkv_etcd_up", Gauge, &[], Both, Always),
     // The test changes the map and adds a node: map and nodes events are certain.
-    metric(
-        "ringkv_etcd_watch_events_total",
-        Counter,
-        &["watch", "kind"],
-        Both,
-        Always,
-    ),
+    metric("ringkv_etcd_watch_events_total", Counter, &["watch", "kind"], Both, Always),
     metric("ringkv_cluster_nodes", Gauge, &[], Proxy, Always),
     metric("ringkv_served_shards", Gauge, &[], Storage, Always),
     // Storage (standalone and storage node).
-    metric(
-        "ringkv_storage_operations_total",
-        Counter,
-        &["command"],
-        Storage,
-        Always,
-    ),
-    metric(
-        "ringkv_storage_duration_seconds",
-        Histogram,
-        &["command"],
-        Storage,
-        Always,
-    ),
-    metric(
-        "ringkv_shard_operations_total",
-        Counter,
-        &["shard"],
-        Storage,
-        Always,
-    ),
+    metric("ringkv_storage_operations_total", Counter, &["command"], Storage, Always),
+    metric("ringkv_storage_duration_seconds", Histogram, &["command"], Storage, Always),
+    metric("ringkv_shard_operations_total", Counter, &["shard"], Storage, Always),
     metric("ringkv_shard_keys", Gauge, &["shard"], Storage, Always),
     metric("ringkv_shard_bytes", Gauge, &["shard"], Storage, Always),
     metric("ringkv_rocksdb_memtable_bytes", Gauge, &[], Storage, Always),
-    metric(
-        "ringkv_rocksdb_block_cache_bytes",
-        Gauge,
-        &[],
-        Storage,
-        Always,
-    ),
+    metric("ringkv_rocksdb_block_cache_bytes", Gauge, &[], Storage, Always),
     metric("ringkv_rocksdb_sst_bytes", Gauge, &[], Storage, Always),
-    metric(
-        "ringkv_rocksdb_pending_compaction_bytes",
-        Gauge,
-        &[],
-        Storage,
-        Always,
-    ),
-    metric(
-        "ringkv_rocksdb_running_compactions",
-        Gauge,
-        &[],
-        Storage,
-        Always,
-    ),
+    metric("ringkv_rocksdb_pending_compaction_bytes", Gauge, &[], Storage, Always),
+    metric("ringkv_rocksdb_running_compactions", Gauge, &[], Storage, Always),
     metric("ringkv_rocksdb_write_stopped", Gauge, &[], Storage, Always),
     metric("ringkv_rocksdb_write_delayed", Gauge, &[], Storage, Always),
     // The load sets keys with a 100 ms TTL and waits for one to be swept.
     metric("ringkv_expired_keys_total", Counter, &[], Storage, Always),
     metric("ringkv_keyspace_hits_total", Counter, &[], Storage, Always),
-    metric(
-        "ringkv_keyspace_misses_total",
-        Counter,
-        &[],
-        Storage,
-        Always,
-    ),
-    metric(
-        "ringkv_storage_refused_total",
-        Counter,
-        &["reason"],
-        Storage,
-        OnEvent,
-    ),
+    metric("ringkv_keyspace_misses_total", Counter, &[], Storage, Always),
+    metric("ringkv_storage_refused_total", Counter, &["reason"], Storage, OnEvent),
     // Every process.
-    metric(
-        "ringkv_build_info",
-        Gauge,
-        &["version", "role"],
-        Both,
-        Always,
-    ),
+    metric("ringkv_build_info", Gauge, &["version", "role"], Both, Always),
 ];
 
 /// The values a label may take, where the contract enumerates them.
+#[rustfmt::skip]
 const LABEL_VALUES: &[(&str, &str, &[&str])] = &[
     ("ringkv_commands_total", "outcome", &["ok", "error"]),
-    (
-        "ringkv_backend_retries_total",
-        "reason",
-        &["moved", "stale"],
-    ),
-    (
-        "ringkv_backend_failures_total",
-        "reason",
-        &["timeout", "node_down"],
-    ),
-    (
-        "ringkv_storage_refused_total",
-        "reason",
-        &["moved", "stale"],
-    ),
+    ("ringkv_backend_retries_total", "reason", &["moved", "stale"]),
+    ("ringkv_backend_failures_total", "reason", &["timeout", "node_down"]),
+    ("ringkv_storage_refused_total", "reason", &["moved", "stale"]),
     ("ringkv_etcd_watch_events_total", "watch", &["map", "nodes"]),
-    (
-        "ringkv_etcd_watch_events_total",
-        "kind",
-        &[
-            "changed",
-            "deleted",
-            "invalid",
-            "interrupted",
-            "up",
-            "down",
-            "resync",
-        ],
-    ),
-    (
-        "ringkv_build_info",
-        "role",
-        &["standalone", "proxy", "storage"],
-    ),
+    ("ringkv_etcd_watch_events_total", "kind",
+     &["changed", "deleted", "invalid", "interrupted", "up", "down", "resync"]),
+    ("ringkv_build_info", "role", &["standalone", "proxy", "storage"]),
 ];
 
 /// Metrics the dashboards may use that ringkv does not export: Prometheus's own `up`, and
@@ -823,11 +678,12 @@ fn check_contract(scraped: &[(&Endpoint, Vec<Sample>)]) -> (Vec<String>, BTreeSe
             _ => metric.name.to_string(),
         };
         for (endpoint, samples) in scraped {
-            let exported_here = match (metric.exporter, endpoint.job) {
-                (Both, "ringkv-proxy" | "ringkv-storage") => true,
-                (Proxy, "ringkv-proxy") | (Storage, "ringkv-storage") => true,
-                _ => false,
-            };
+            let exported_here = matches!(
+                (metric.exporter, endpoint.job),
+                (Both, "ringkv-proxy" | "ringkv-storage")
+                    | (Proxy, "ringkv-proxy")
+                    | (Storage, "ringkv-storage")
+            );
             if !exported_here || metric.presence == OnEvent {
                 continue;
             }

@@ -119,6 +119,15 @@ node_live() {
   admin status 2>/dev/null | awk -v id="$1" '$1 == id && $2 == "live" { found = 1 } END { exit !found }'
 }
 
+# True once the storage node at <host:port> reports map_epoch >= <epoch> in
+# INFO: it has opened the column families of the shards that map gives it.
+node_at_epoch() {
+  local addr=$1 epoch=$2 seen
+  seen=$(timeout 5 redis-cli -h "${addr%:*}" -p "${addr##*:}" INFO 2>/dev/null |
+    tr -d '\r' | sed -n 's/^map_epoch://p')
+  [[ $seen =~ ^[0-9]+$ ]] && ((seen >= epoch))
+}
+
 proxy_answers() {
   local port=$1 out
   out=$(timeout 5 redis-cli -h 127.0.0.1 -p "$port" SET "$PROBE_KEY" ok 2>&1) || return 1
@@ -204,6 +213,15 @@ start() {
 
   out=$(admin assign 2>&1) || fail "ringkv-admin assign failed: $out"
   say "$out"
+  local epoch
+  epoch=$(admin status 2>/dev/null | sed -n 's/^map epoch \([0-9][0-9]*\).*/\1/p')
+  [[ -n $epoch ]] || fail "no map epoch in \`ringkv-admin status\` after assign"
+  # A node creates the column families of its shards when it applies the map
+  # (seconds for ~85 shards on disk); wait until every node serves it.
+  for n in "${NODES[@]}"; do
+    wait_for "$n to serve map epoch $epoch" "$n" ringkv-storage \
+      node_at_epoch "${NODE_ADDR[$n]}" "$epoch"
+  done
 
   for p in "${PROXY_PORTS[@]}"; do
     say "starting proxy on 127.0.0.1:$p"

@@ -275,6 +275,18 @@ pub enum MapEvent {
     },
 }
 
+impl MapEvent {
+    /// The event's name, as the metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            MapEvent::Changed(_) => "changed",
+            MapEvent::Deleted { .. } => "deleted",
+            MapEvent::Invalid { .. } => "invalid",
+            MapEvent::Interrupted { .. } => "interrupted",
+        }
+    }
+}
+
 /// A change to the live nodes, in revision order.
 #[derive(Clone, Debug)]
 pub enum NodeEvent {
@@ -300,6 +312,19 @@ pub enum NodeEvent {
         /// What broke.
         reason: String,
     },
+}
+
+impl NodeEvent {
+    /// The event's name, as the metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            NodeEvent::Up(_) => "up",
+            NodeEvent::Down { .. } => "down",
+            NodeEvent::Resync(_) => "resync",
+            NodeEvent::Invalid { .. } => "invalid",
+            NodeEvent::Interrupted { .. } => "interrupted",
+        }
+    }
 }
 
 /// The life of a node's lease, as its keep-alive task sees it.

@@ -16,6 +16,7 @@
 //!   compare-and-swap, register under a lease, and watch.
 //! - [`internal`]: the proxy ↔ storage-node protocol: the shard/epoch envelope and the typed
 //!   MOVED / STALE refusals.
+//! - [`metrics`]: the Prometheus metric names, the exporter, per-command handles.
 //! - [`args`]: parsing numbers and options out of command arguments with Redis's errors.
 //! - [`glob`]: Redis glob patterns (KEYS, SCAN MATCH, CONFIG GET).
 //! - [`clock`]: wall-clock milliseconds, the unit of every expiry.
@@ -28,6 +29,7 @@ pub mod cursor;
 pub mod etcd;
 pub mod glob;
 pub mod internal;
+pub mod metrics;
 pub mod placement;
 pub mod resp;
 pub mod ring;

@@ -11,7 +11,8 @@
 //! - [`Cluster::start`] returns only when every proxy has answered `SET` with `+OK` (the probe
 //!   key is deleted again, so tests start on an empty keyspace).
 //! - The faults cluster tests inject: [`Cluster::kill_node`] (`kill -9`),
-//!   [`Cluster::stop_node`] (SIGTERM), [`Cluster::start_node`] (same port and data dir),
+//!   [`Cluster::pause_node`] (SIGSTOP: a hung node), [`Cluster::stop_node`] (SIGTERM),
+//!   [`Cluster::start_node`] (same port and data dir),
 //!   [`Cluster::add_node`] + [`Cluster::assign`] (a live map change), [`Cluster::stop_etcd`] /
 //!   [`Cluster::start_etcd`] (an etcd outage, same port and data).
 //! - Every process writes stdout and stderr to a log file in its own directory; if a test
@@ -164,6 +165,8 @@ struct Process {
     label: String,
     child: Option<Child>,
     log: PathBuf,
+    /// Stopped with SIGSTOP: it must get SIGCONT before SIGTERM can end it.
+    paused: bool,
 }
 
 impl Process {
@@ -173,6 +176,7 @@ impl Process {
             label,
             child: None,
             log,
+            paused: false,
         }
     }
 
@@ -241,6 +245,7 @@ impl Process {
                 self.log_tail()
             );
         }
+        self.resume();
         self.signal(match how {
             Stop::Graceful => libc::SIGTERM,
             Stop::Kill => libc::SIGKILL,
@@ -248,6 +253,14 @@ impl Process {
         let stopped = self.wait_until(Instant::now() + SHUTDOWN_DEADLINE);
         self.child = None;
         stopped
+    }
+
+    /// SIGCONT if it was paused.
+    fn resume(&mut self) {
+        if self.paused {
+            self.signal(libc::SIGCONT);
+            self.paused = false;
+        }
     }
 
     /// Waits for exit until `deadline`, then SIGKILLs. Call after a signal.
@@ -703,6 +716,27 @@ impl Cluster {
         self.node_mut(i).process.stop(Stop::Kill)
     }
 
+    /// SIGSTOP to node `i`: it keeps its sockets and its lease (until the lease expires) but
+    /// answers nothing, the way a hung or overloaded node looks to a proxy. Undo with
+    /// [`Cluster::resume_node`]; stopping or dropping the cluster resumes it first.
+    pub fn pause_node(&mut self, i: usize) {
+        let node = self.node_mut(i);
+        assert!(
+            node.process.child.is_some() && !node.process.paused,
+            "{} is not running, or already paused",
+            node.process.label
+        );
+        node.process.signal(libc::SIGSTOP);
+        node.process.paused = true;
+    }
+
+    /// SIGCONT to node `i` after [`Cluster::pause_node`].
+    pub fn resume_node(&mut self, i: usize) {
+        let node = self.node_mut(i);
+        assert!(node.process.paused, "{} is not paused", node.process.label);
+        node.process.resume();
+    }
+
     /// SIGTERM to node `i` (SIGKILL after [`SHUTDOWN_DEADLINE`]); reports how it exited.
     pub fn stop_node(&mut self, i: usize) -> Stopped {
         self.node_mut(i).process.stop(Stop::Graceful)
@@ -961,6 +995,7 @@ impl Drop for Cluster {
             .chain(self.nodes.iter_mut().map(|n| &mut n.process));
         let mut running: Vec<&mut Process> = processes.filter(|p| p.child.is_some()).collect();
         for process in &mut running {
+            process.resume();
             process.signal(libc::SIGTERM);
         }
         let deadline = Instant::now() + SHUTDOWN_DEADLINE;

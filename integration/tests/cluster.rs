@@ -589,6 +589,66 @@ fn a_killed_storage_node_fails_only_its_own_shards_with_clusterdown() {
     let second = c.read_reply().expect("reply to GET of the live shard");
     assert!(is_clusterdown(&first), "{first}");
     assert_eq!(second, bulk(&format!("{live_key}-1")));
+
+    // The node comes back on the same port and directory: the proxy reconnects, and every
+    // write acknowledged before the kill -9 is there (the refused SETs did not happen).
+    cluster.start_node(victim);
+    for &s in &dead {
+        let key = &keys[s as usize];
+        assert_eq!(
+            poll_get(&mut c, key),
+            bulk(key),
+            "shard {s} after {victim_id} restarted"
+        );
+    }
+}
+
+#[test]
+fn a_hung_storage_node_fails_its_shards_with_clusterdown_after_the_request_timeout() {
+    let mut cluster = Cluster::builder()
+        .nodes(2)
+        .proxies(1)
+        .shards(8)
+        .proxy_args(&["--request-timeout-ms", "1000"])
+        .start();
+    let rt = runtime();
+    let shards = cluster.shards();
+    let map = read_map(&rt, &cluster);
+    let hung = 0;
+    let hung_shards: BTreeSet<u32> = shards_of(&map, cluster.node_id(hung)).into_iter().collect();
+    assert!(!hung_shards.is_empty() && hung_shards.len() < shards as usize);
+    let keys: Vec<String> = (0..shards).map(|s| key_in_shard("h:", s, shards)).collect();
+    let mut c = cluster.proxy(0);
+    for key in &keys {
+        assert_eq!(c.cmd(&["SET", key, key]), ok());
+    }
+
+    // SIGSTOP: connections stay open and the lease stays, but nothing answers. Only the
+    // proxy's request timeout can turn that into an error (our read timeout is 10 s).
+    cluster.pause_node(hung);
+    for (s, key) in keys.iter().enumerate() {
+        let s = u32::try_from(s).expect("fits");
+        let get = c.cmd(&["GET", key]);
+        if hung_shards.contains(&s) {
+            assert!(
+                matches!(&get, Reply::Error(e) if e.starts_with(b"CLUSTERDOWN")),
+                "GET of shard {s} on a hung node: {get}"
+            );
+        } else {
+            assert_eq!(get, bulk(key), "shard {s} on the live node");
+        }
+    }
+
+    // Once it answers again, so do its shards.
+    cluster.resume_node(hung);
+    for &s in &hung_shards {
+        let key = &keys[s as usize];
+        assert_eq!(
+            poll_get(&mut c, key),
+            bulk(key),
+            "shard {s} after the node resumed"
+        );
+    }
 }
 
 #[test]

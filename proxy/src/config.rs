@@ -48,6 +48,10 @@ pub struct Cli {
     /// When writes reach the disk, as Redis's appendfsync: always, everysec or no.
     #[arg(long, value_name = "POLICY", default_value = "everysec")]
     pub fsync: Fsync,
+
+    /// Serve Prometheus metrics on http://ADDR/metrics (off when absent).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// A flag whose value cannot be used. Displays as `--flag value: reason` (`--flag: reason`
@@ -79,6 +83,8 @@ pub struct Config {
     pub in_memory: bool,
     /// WAL sync policy.
     pub fsync: Fsync,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -116,6 +122,7 @@ impl Config {
             shards: cli.shards,
             in_memory: cli.in_memory,
             fsync: cli.fsync,
+            metrics_addr: cli.metrics_addr,
         })
     }
 

@@ -13,7 +13,7 @@ use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use ringkv_common::command::{self, CommandSpec, Route};
@@ -25,7 +25,7 @@ use crate::context::{ServerContext, TCP_KEEPALIVE_SECS};
 use crate::dispatch::dispatch;
 use crate::session::Session;
 use crate::shutdown::Shutdown;
-use crate::stats::{BatchCounts, ClientGuard};
+use crate::stats::{BatchCounts, ClientGuard, COMMAND_METRICS};
 
 /// Initial read buffer: Redis's default query buffer chunk. Most requests are far smaller,
 /// so one read usually takes a whole pipeline batch; larger requests grow it as needed.
@@ -87,17 +87,24 @@ struct Coalesced {
     args: Vec<Bytes>,
     /// How many requests the MSET stands for; each gets its reply.
     requests: usize,
+    /// How many of them were MSETs (the others were SETs), for the per-command metrics.
+    msets: usize,
     /// MSET's table entry.
     spec: &'static CommandSpec,
+    /// SET's table entry.
+    set_spec: &'static CommandSpec,
 }
 
 impl Coalesced {
     fn new() -> Coalesced {
         let spec = command::lookup(b"mset").expect("MSET is in the static command table");
+        let set_spec = command::lookup(b"set").expect("SET is in the static command table");
         Coalesced {
             args: Vec::new(),
             requests: 0,
+            msets: 0,
             spec,
+            set_spec,
         }
     }
 
@@ -114,6 +121,7 @@ impl Coalesced {
         }
         self.args.extend_from_slice(&args[1..]);
         self.requests += 1;
+        self.msets += usize::from(args.len() != 3 || !name.eq_ignore_ascii_case(b"set"));
         true
     }
 
@@ -125,6 +133,7 @@ impl Coalesced {
     fn clear(&mut self) {
         self.args.clear();
         self.requests = 0;
+        self.msets = 0;
     }
 }
 
@@ -229,7 +238,10 @@ impl Connection {
                         let args = std::mem::replace(&mut self.args, Vec::with_capacity(8));
                         let backend = &ctx.backend;
                         in_flight.push(InFlight::Waiting(Box::pin(async move {
-                            backend.execute(spec, &args).await
+                            let started = Instant::now();
+                            let reply = backend.execute(spec, &args).await;
+                            COMMAND_METRICS.record(spec, reply.is_error(), started.elapsed());
+                            reply
                         })));
                         self.counts.commands += 1;
                         if in_flight.len() >= MAX_IN_FLIGHT {
@@ -329,7 +341,18 @@ impl Connection {
         let Some((args, requests)) = self.coalesced.take() else {
             return;
         };
+        let started = Instant::now();
         let reply = ctx.backend.execute(self.coalesced.spec, args).await;
+        let took = started.elapsed();
+        let msets = self.coalesced.msets;
+        for i in 0..requests {
+            let spec = if i < msets {
+                self.coalesced.spec
+            } else {
+                self.coalesced.set_spec
+            };
+            COMMAND_METRICS.record(spec, reply.is_error(), took);
+        }
         for _ in 0..requests {
             self.push(&reply);
         }

@@ -5,6 +5,8 @@
 //! This layer knows commands but not bytes: the connection parses and encodes, the backend
 //! stores.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 use ringkv_common::command::{self, Route};
 use ringkv_common::resp::Reply;
@@ -12,6 +14,7 @@ use ringkv_common::resp::Reply;
 use crate::cmd;
 use crate::context::ServerContext;
 use crate::session::Session;
+use crate::stats::COMMAND_METRICS;
 
 /// The reply to one request, and whether a command ran (unknown commands and wrong arity
 /// are not counted in `total_commands_processed`, as in Redis).
@@ -38,12 +41,14 @@ pub async fn dispatch(session: &mut Session, ctx: &ServerContext, args: &[Bytes]
             }
         }
     };
+    let started = Instant::now();
     let reply = match spec.route {
         Route::Local => cmd::run(spec, args, session, ctx).await,
         Route::SingleShard | Route::MultiKey | Route::AllShards => {
             ctx.backend.execute(spec, args).await
         }
     };
+    COMMAND_METRICS.record(spec, reply.is_error(), started.elapsed());
     let wrote = spec.route != Route::Local && spec.has(command::flag::WRITE);
     Outcome {
         reply,

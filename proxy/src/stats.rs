@@ -5,6 +5,14 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use ringkv_common::metrics::{names, CommandTable, Layer};
+
+/// Count and latency per command, as clients see them (exported to Prometheus).
+pub static COMMAND_METRICS: CommandTable = CommandTable::new(Layer::Client);
+
+/// Samples between two copies of these counters to the metrics exporter (one second).
+const EXPORT_EVERY: usize = 10;
+
 /// How often instantaneous_ops_per_sec is sampled, and over how many samples it is averaged:
 /// Redis's 100 ms and 16 samples, so the figure reads the same as redis-server's.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
@@ -62,6 +70,16 @@ impl Stats {
         }
     }
 
+    /// Copies the server-wide figures to the metrics exporter: the same numbers INFO shows.
+    pub fn export(&self) {
+        metrics::gauge!(names::CONNECTED_CLIENTS).set(self.connected_clients.load(Relaxed) as f64);
+        metrics::counter!(names::CONNECTIONS).absolute(self.connections_received.load(Relaxed));
+        metrics::counter!(names::REJECTED_CONNECTIONS)
+            .absolute(self.rejected_connections.load(Relaxed));
+        metrics::counter!(names::NET_INPUT).absolute(self.net_input_bytes.load(Relaxed));
+        metrics::counter!(names::NET_OUTPUT).absolute(self.net_output_bytes.load(Relaxed));
+    }
+
     /// Commands per second, averaged over the last 1.6 seconds.
     pub fn ops_per_sec(&self) -> u64 {
         self.ops_per_sec.load(Relaxed)
@@ -101,6 +119,9 @@ impl Stats {
             (last, last_at) = (total, now);
             self.ops_per_sec
                 .store(ring.iter().sum::<u64>() / SAMPLES as u64, Relaxed);
+            if next % EXPORT_EVERY == 0 {
+                self.export();
+            }
         }
     }
 }

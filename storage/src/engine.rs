@@ -383,6 +383,42 @@ impl Engine {
         Ok(self.db.flush_wal(false)?)
     }
 
+    /// RocksDB's figures for the metrics endpoint: per hosted shard (estimated records,
+    /// SST + memtable bytes) and for the whole database. Properties RocksDB cannot give read
+    /// as 0.
+    pub fn figures(&self) -> EngineFigures {
+        use rocksdb::properties as p;
+        let int = |name| self.db.property_int_value(name).ok().flatten().unwrap_or(0);
+        let mut figures = EngineFigures {
+            block_cache_bytes: int(p::BLOCK_CACHE_USAGE),
+            running_compactions: int(p::NUM_RUNNING_COMPACTIONS),
+            write_stopped: int(p::IS_WRITE_STOPPED) != 0,
+            write_delayed: int(p::ACTUAL_DELAYED_WRITE_RATE) != 0,
+            ..EngineFigures::default()
+        };
+        for shard in self.hosted() {
+            let Ok(cf) = self.cf(shard) else { continue };
+            let int = |name| {
+                self.db
+                    .property_int_value_cf(cf, name)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0)
+            };
+            let memtable = int(p::CUR_SIZE_ALL_MEM_TABLES);
+            let sst = int(p::TOTAL_SST_FILES_SIZE);
+            figures.memtable_bytes += memtable;
+            figures.sst_bytes += sst;
+            figures.pending_compaction_bytes += int(p::ESTIMATE_PENDING_COMPACTION_BYTES);
+            figures.shards.push(ShardFigures {
+                shard,
+                records: int(p::ESTIMATE_NUM_KEYS),
+                bytes: memtable + sst,
+            });
+        }
+        figures
+    }
+
     /// Reads a node-metadata record from the default family (never a shard's).
     pub fn meta(&self, key: &[u8]) -> Result<Option<Vec<u8>>, EngineError> {
         Ok(self.db.get(key)?)
@@ -407,6 +443,38 @@ impl Engine {
             .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())?;
         Ok(self.db.flush_wal(true)?)
     }
+}
+
+/// RocksDB's figures for one shard.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardFigures {
+    /// The shard.
+    pub shard: u32,
+    /// Estimated records (data and expiry index).
+    pub records: u64,
+    /// SST plus memtable bytes.
+    pub bytes: u64,
+}
+
+/// RocksDB's figures for the whole database.
+#[derive(Debug, Clone, Default)]
+pub struct EngineFigures {
+    /// Per hosted shard.
+    pub shards: Vec<ShardFigures>,
+    /// Memtables, all shards.
+    pub memtable_bytes: u64,
+    /// SST files, all shards.
+    pub sst_bytes: u64,
+    /// Block cache in use.
+    pub block_cache_bytes: u64,
+    /// Compaction debt, all shards.
+    pub pending_compaction_bytes: u64,
+    /// Compactions running.
+    pub running_compactions: u64,
+    /// Writes stopped (a stall).
+    pub write_stopped: bool,
+    /// Writes slowed down.
+    pub write_delayed: bool,
 }
 
 /// A forward iterator over records of one shard.

@@ -6,6 +6,7 @@
 //! - `value`: the stored value header (format version, type, expiry).
 //! - `locks`: per-key write serialization, so read-modify-write commands lose no update.
 //! - `strings`, `keyspace`, `walk`: the Redis commands, on top of the engine.
+//! - [`metrics`]: the engine's Prometheus metrics.
 //! - [`node`]: the cluster storage node (`ringkv-storage`): its port, its etcd membership and
 //!   the shard map it follows.
 //! - `expiry`: the background sweep that deletes expired keys in bounded batches, and the
@@ -22,6 +23,7 @@ mod float;
 mod keyspace;
 mod layout;
 mod locks;
+pub mod metrics;
 pub mod node;
 mod strings;
 mod value;
@@ -71,6 +73,7 @@ pub struct Storage {
     fsync: Fsync,
     sync_per_batch: bool,
     stop: expiry::StopFlag,
+    shard_counters: metrics::ShardCounters,
 }
 
 /// Which shards a command may touch.
@@ -121,6 +124,7 @@ impl Storage {
             fsync: config.fsync,
             sync_per_batch: config.sync_per_batch,
             stop: expiry::StopFlag::default(),
+            shard_counters: metrics::ShardCounters::default(),
         });
         expiry::start(&storage);
         Ok(storage)
@@ -172,11 +176,19 @@ impl Storage {
     /// Runs one command within `scope`. With [`Scope::Shard`], every key must hash to that
     /// shard and the shard must be open; otherwise the reply is an error and nothing runs.
     pub fn execute_in(&self, scope: Scope, spec: &'static CommandSpec, args: &[Bytes]) -> Reply {
-        if let Scope::Shard(shard) = scope {
-            if let Err(reply) = self.check_scope(shard, spec, args) {
-                return reply;
+        let shard = match scope {
+            Scope::Shard(shard) => {
+                if let Err(reply) = self.check_scope(shard, spec, args) {
+                    return reply;
+                }
+                Some(shard)
             }
-        }
+            Scope::All => spec
+                .key_indexes(args.len())
+                .next()
+                .map(|i| self.shard(&args[i])),
+        };
+        let started = std::time::Instant::now();
         let outcome = match spec.cmd.family() {
             ringkv_common::command::Family::String => strings::execute(self, spec, args),
             ringkv_common::command::Family::Other => match spec.cmd {
@@ -189,6 +201,7 @@ impl Storage {
                 _ => keyspace::execute(self, spec, args),
             },
         };
+        self.record(spec, shard, started.elapsed());
         match outcome {
             Ok(reply) | Err(Failure::Reply(reply)) => reply,
             Err(Failure::Engine(e)) => {

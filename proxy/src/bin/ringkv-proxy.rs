@@ -43,6 +43,11 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: ProxyConfig) -> ExitCode {
+    if let Some(addr) = config.metrics_addr {
+        if let Err(err) = ringkv_common::metrics::install(addr, "proxy") {
+            return bad_flag("--metrics-addr", &addr.to_string(), &err.reason);
+        }
+    }
     let store = match ClusterStore::connect(&config.etcd, &config.cluster).await {
         Ok(store) => store,
         Err(err) => return bad_flag("--etcd", &config.etcd.join(","), &err.to_string()),

@@ -5,6 +5,7 @@
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use ringkv_proxy::backend::Backend;
 use ringkv_proxy::config::{Config, ConfigError};
@@ -39,6 +40,15 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
+    if let Some(addr) = config.metrics_addr {
+        if let Err(err) = ringkv_common::metrics::install(addr, "standalone") {
+            return bad_flag(&ConfigError {
+                flag: "--metrics-addr",
+                value: addr.to_string(),
+                reason: err.reason,
+            });
+        }
+    }
     // Opening may replay a WAL: off the async workers.
     let storage_config = config.storage();
     let storage = match tokio::task::spawn_blocking(move || Storage::open(storage_config)).await {
@@ -49,6 +59,11 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if config.metrics_addr.is_some() {
+        tokio::spawn(ringkv_storage::metrics::export_forever(Arc::clone(
+            &storage,
+        )));
+    }
     let server = match Server::bind(&config, Backend::Local(storage)).await {
         Ok(server) => server,
         Err(ServerError::Bind { addr, source }) => {

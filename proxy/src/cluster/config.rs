@@ -38,6 +38,10 @@ pub struct ProxyConfig {
     #[arg(long, value_name = "MS", default_value_t = 5000,
           value_parser = clap::value_parser!(u64).range(10..=600_000))]
     pub request_timeout_ms: u64,
+
+    /// Serve Prometheus metrics on http://ADDR/metrics (off when absent).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl ProxyConfig {

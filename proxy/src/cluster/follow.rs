@@ -14,6 +14,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use ringkv_common::etcd::{ClusterStore, MapEvent, NodeEvent};
+use ringkv_common::metrics::{self as m, names};
 use ringkv_common::shardmap::{ClusterConfig, NodeInfo, ShardMap};
 use tokio::sync::{watch, Notify};
 use tokio::time::{sleep, Instant};
@@ -131,6 +132,7 @@ impl Follower {
             };
             match read.await {
                 Ok((nodes, map)) => {
+                    m::etcd_up(true);
                     for node in nodes.nodes {
                         self.registered.insert(node.id.clone(), node);
                     }
@@ -143,6 +145,7 @@ impl Follower {
                     return (nodes.revision, map.revision);
                 }
                 Err(err) => {
+                    m::etcd_up(false);
                     tracing::warn!(%err, "cannot read the cluster from etcd; retrying in {pause:?}");
                     sleep(pause).await;
                     pause = (pause * 2).min(MAX_RETRY);
@@ -152,6 +155,7 @@ impl Follower {
     }
 
     fn node_event(&mut self, event: NodeEvent) {
+        m::watch_event("nodes", event.kind());
         match event {
             NodeEvent::Up(node) => {
                 tracing::info!(id = %node.id, addr = %node.addr, "storage node up");
@@ -177,6 +181,7 @@ impl Follower {
     }
 
     fn map_event(&mut self, event: MapEvent) {
+        m::watch_event("map", event.kind());
         match event {
             MapEvent::Changed(stored) => self.take_map(stored.map),
             MapEvent::Deleted { revision } => {
@@ -246,6 +251,8 @@ impl Follower {
         };
         self.shared.routes.store(Some(Arc::new(routes)));
         self.shared.epoch.send_replace(epoch);
+        metrics::gauge!(names::MAP_EPOCH).set(epoch as f64);
+        metrics::gauge!(names::CLUSTER_NODES).set(self.registered.len() as f64);
     }
 }
 

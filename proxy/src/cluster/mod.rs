@@ -35,6 +35,7 @@ use ringkv_common::command::{Cmd, CommandSpec, Route};
 use ringkv_common::cursor::{self, parse_cursor};
 use ringkv_common::etcd::ClusterStore;
 use ringkv_common::internal::{Refusal, SHARD};
+use ringkv_common::metrics::names;
 use ringkv_common::placement::shard_of;
 use ringkv_common::resp::Reply;
 use ringkv_common::shardmap::ClusterConfig;
@@ -65,17 +66,22 @@ const SCAN_SHARDS_PER_CALL: u32 = 16;
 /// Shards asked at once by RANDOMKEY.
 const RANDOMKEY_FANOUT: usize = 16;
 
+/// How often the pools' figures are copied to the metrics exporter.
+const EXPORT_EVERY: Duration = Duration::from_secs(1);
+
 /// The proxy's view of the cluster, shared by every client connection.
 #[derive(Debug)]
 pub struct Cluster {
     shared: Arc<Shared>,
     shards: u32,
     follower: JoinHandle<()>,
+    exporter: JoinHandle<()>,
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.follower.abort();
+        self.exporter.abort();
     }
 }
 
@@ -86,11 +92,48 @@ impl Cluster {
         let shared = Arc::new(Shared::new());
         let shards = config.shards;
         let follower = tokio::spawn(Follower::new(store, config, pool, Arc::clone(&shared)).run());
+        let exporter = tokio::spawn(export_pools(Arc::clone(&shared)));
         Cluster {
             shared,
             shards,
             follower,
+            exporter,
         }
+    }
+
+    /// The storage nodes of the current map, with whether their etcd record exists: for
+    /// INFO.
+    pub fn nodes(&self) -> Vec<(String, bool)> {
+        self.shared
+            .routes
+            .load()
+            .as_ref()
+            .map_or_else(Vec::new, |routes| {
+                routes
+                    .nodes
+                    .iter()
+                    .map(|n| (n.id.clone(), n.registered))
+                    .collect()
+            })
+    }
+
+    /// Sends a command outside any shard envelope (INFO) to every node of the current map,
+    /// and returns each node's id with its reply.
+    pub async fn ask_nodes(&self, args: &[Bytes]) -> Vec<(String, Reply)> {
+        let Some(routes) = self.shared.routes.load_full() else {
+            return Vec::new();
+        };
+        join_all(routes.nodes.iter().map(|node| async move {
+            let reply = match &node.pool {
+                Some(pool) => match pool.call(args.to_vec()).await {
+                    Ok(frame) => frame::to_reply(frame),
+                    Err(err) => Reply::error_owned(format!("ERR {err}")),
+                },
+                None => Reply::error("ERR no known address"),
+            };
+            (node.id.clone(), reply)
+        }))
+        .await
     }
 
     /// The cluster's shard count.
@@ -139,8 +182,12 @@ impl Cluster {
                 ));
             }
             match refusal {
-                Refusal::Moved { epoch, .. } => self.await_map(epoch.max(routes.epoch + 1)).await,
+                Refusal::Moved { epoch, .. } => {
+                    metrics::counter!(names::BACKEND_RETRIES, "reason" => "moved").increment(1);
+                    self.await_map(epoch.max(routes.epoch + 1)).await;
+                }
                 Refusal::Stale { .. } => {
+                    metrics::counter!(names::BACKEND_RETRIES, "reason" => "stale").increment(1);
                     tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
                 }
             }
@@ -322,6 +369,12 @@ async fn send(routes: &Routes, shard: u32, args: &[Bytes]) -> Reply {
 
 /// The client's reply when shard `shard`'s node did not answer.
 fn node_down(shard: u32, id: &str, registered: bool, err: &PoolError) -> Reply {
+    let reason = match err {
+        PoolError::Timeout { .. } => "timeout",
+        _ => "node_down",
+    };
+    metrics::counter!(names::BACKEND_FAILURES, "node" => id.to_string(), "reason" => reason)
+        .increment(1);
     let lease = if registered {
         ""
     } else {
@@ -333,6 +386,30 @@ fn node_down(shard: u32, id: &str, registered: bool, err: &PoolError) -> Reply {
         )
         .replace(['\r', '\n'], " "),
     )
+}
+
+/// Copies every pool's figures to the metrics exporter, once a second.
+async fn export_pools(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(EXPORT_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(routes) = shared.routes.load_full() else {
+            continue;
+        };
+        for node in &routes.nodes {
+            let Some(pool) = &node.pool else { continue };
+            let stats = pool.stats();
+            let id = node.id.clone();
+            metrics::gauge!(names::BACKEND_CONNECTIONS, "node" => id.clone())
+                .set(stats.connections_up as f64);
+            metrics::gauge!(names::BACKEND_IN_FLIGHT, "node" => id.clone())
+                .set(stats.in_flight as f64);
+            metrics::counter!(names::BACKEND_BATCHES, "node" => id.clone()).absolute(stats.batches);
+            metrics::counter!(names::BACKEND_BATCHED_REQUESTS, "node" => id.clone())
+                .absolute(stats.batched_requests);
+            metrics::counter!(names::BACKEND_RECONNECTS, "node" => id).absolute(stats.reconnects);
+        }
+    }
 }
 
 /// The sum of integer replies (DEL, EXISTS, DBSIZE…).

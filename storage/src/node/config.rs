@@ -59,6 +59,10 @@ pub struct NodeConfig {
     /// Keep all data in memory: nothing survives a restart.
     #[arg(long)]
     pub in_memory: bool,
+
+    /// Serve Prometheus metrics on http://ADDR/metrics (off when absent).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 /// A flag whose value cannot be used: `--flag value: reason`.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ringkv_common::etcd::{ClusterStore, LeaseState, MapEvent, NodeLease, DEFAULT_NODE_TTL};
+use ringkv_common::metrics::{self as m, names};
 use ringkv_common::shardmap::{ClusterConfig, NodeInfo, ShardMap};
 use tokio::sync::watch;
 use tokio::time::{sleep, Instant};
@@ -72,7 +73,7 @@ impl Membership {
                     }
                     return;
                 }
-                event = watch.next() => match event {
+                event = watch.next() => match event.inspect(count_event) {
                     Some(MapEvent::Changed(stored)) => {
                         revision = revision.max(stored.mod_revision);
                         self.apply(stored.map).await;
@@ -120,6 +121,7 @@ impl Membership {
         loop {
             match self.store.read_map().await {
                 Ok(read) => {
+                    m::etcd_up(true);
                     match read.current {
                         Some(stored) => self.apply(stored.map).await,
                         None => tracing::info!(
@@ -129,6 +131,7 @@ impl Membership {
                     return read.revision;
                 }
                 Err(err) => {
+                    m::etcd_up(false);
                     tracing::warn!(%err, "cannot read the shard map; retrying in {pause:?}");
                     sleep(pause).await;
                     pause = (pause * 2).min(MAX_RETRY);
@@ -181,8 +184,15 @@ impl Membership {
             created,
             "applied shard map"
         );
+        metrics::gauge!(names::MAP_EPOCH).set(map.epoch as f64);
+        metrics::gauge!(names::SERVED_SHARDS).set(view.served_count() as f64);
         self.ownership.publish(view);
     }
+}
+
+/// Counts a map watch event for the metrics endpoint.
+fn count_event(event: &MapEvent) {
+    m::watch_event("map", event.kind());
 }
 
 /// Completes once `stop` turns true (or its sender is gone).

@@ -64,6 +64,13 @@ pub async fn run(config: NodeConfig, stop: impl Future<Output = ()>) -> Result<(
             value: config.etcd.join(","),
             reason: err.to_string(),
         })?;
+    if let Some(addr) = config.metrics_addr {
+        ringkv_common::metrics::install(addr, "storage").map_err(|err| FlagError {
+            flag: "--metrics-addr",
+            value: addr.to_string(),
+            reason: err.reason,
+        })?;
+    }
     let cluster = read_cluster_config(&store, &config.cluster).await?;
     let listener = TcpListener::bind(config.listen)
         .await
@@ -96,6 +103,7 @@ pub async fn run(config: NodeConfig, stop: impl Future<Output = ()>) -> Result<(
         storage: Arc::clone(&storage),
         ownership,
     };
+    let exporter = tokio::spawn(export_forever(Arc::clone(&ctx)));
     let lease = membership.register().await;
     let (stop_tx, stop_rx) = watch::channel(false);
     let follower = tokio::spawn(membership.run(lease, stop_rx.clone()));
@@ -126,6 +134,7 @@ pub async fn run(config: NodeConfig, stop: impl Future<Output = ()>) -> Result<(
         }
     }
     drop(listener);
+    exporter.abort();
     tracing::info!("shutting down: leaving the cluster, finishing requests in progress");
     // The membership task revokes the lease: the record vanishes now, not after the TTL.
     let _ = stop_tx.send(true);
@@ -156,6 +165,23 @@ pub async fn run(config: NodeConfig, stop: impl Future<Output = ()>) -> Result<(
             "flushing the storage failed: {err}"
         ))),
     }
+}
+
+/// Copies the node's figures to the metrics exporter, forever.
+async fn export_forever(ctx: Arc<NodeContext>) {
+    let connections = tokio::spawn({
+        let ctx = Arc::clone(&ctx);
+        async move {
+            let mut tick = tokio::time::interval(crate::metrics::EXPORT_EVERY);
+            loop {
+                tick.tick().await;
+                let open = ctx.connections.load(std::sync::atomic::Ordering::Relaxed);
+                metrics::gauge!(ringkv_common::metrics::names::CONNECTED_CLIENTS).set(open as f64);
+            }
+        }
+    });
+    crate::metrics::export_forever(Arc::clone(&ctx.storage)).await;
+    connections.abort();
 }
 
 /// The cluster's config from etcd, waiting for etcd if it is not reachable yet.

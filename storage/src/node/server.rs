@@ -13,7 +13,8 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use ringkv_common::command::{self, flag, Route};
-use ringkv_common::internal::{open_envelope, SHARD};
+use ringkv_common::internal::{open_envelope, Refusal, SHARD};
+use ringkv_common::metrics::names;
 use ringkv_common::resp::{Parsed, Protocol, Reply, RequestLimits, RequestParser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -202,6 +203,11 @@ async fn run_in_shard(ctx: &NodeContext, args: &[Bytes]) -> (Reply, bool) {
     }
     if let Err(refusal) = ctx.ownership.check(envelope) {
         ctx.refused.fetch_add(1, Ordering::Relaxed);
+        let reason = match refusal {
+            Refusal::Moved { .. } => "moved",
+            Refusal::Stale { .. } => "stale",
+        };
+        metrics::counter!(names::STORAGE_REFUSED, "reason" => reason).increment(1);
         return (refusal.reply(), false);
     }
     ctx.commands.fetch_add(1, Ordering::Relaxed);

@@ -116,11 +116,14 @@ start() {
   # them ignore SIGHUP, so it outlives this script and the terminal.
   nohup "$PROMETHEUS_BIN" --config.file="$CONFIG" --storage.tsdb.path="./$ROOT/prometheus" \
     --web.listen-address="$LISTEN_HOST:$LISTEN_PORT" >>"$LOGS/$NAME.log" 2>&1 </dev/null &
-  echo $! >"$PIDS/$NAME.pid"
+  local pid=$!
+  echo "$pid" >"$PIDS/$NAME.pid"
 
+  # Liveness by the pid itself here: for a moment after the fork the process is
+  # still nohup, not prometheus, so live_pid would call it gone.
   local end=$((SECONDS + START_DEADLINE))
   until http_ok "$LISTEN_PORT" /-/ready; do
-    if ! live_pid >/dev/null; then
+    if ! kill -0 "$pid" 2>/dev/null; then
       say "prometheus exited during startup; last lines of $LOGS/$NAME.log:"
       tail -n 20 "$LOGS/$NAME.log" >&2
       rm -f "$PIDS/$NAME.pid"
@@ -129,7 +132,8 @@ start() {
     if ((SECONDS >= end)); then
       say "prometheus not ready after ${START_DEADLINE}s; stopping it. Last lines of $LOGS/$NAME.log:"
       tail -n 20 "$LOGS/$NAME.log" >&2
-      stop >/dev/null 2>&1 || true
+      kill -KILL "$pid" 2>/dev/null || true
+      rm -f "$PIDS/$NAME.pid"
       exit 1
     fi
     sleep 0.2

@@ -109,6 +109,7 @@ impl Stats {
         let mut interval = tokio::time::interval(SAMPLE_EVERY);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_at = tokio::time::Instant::now();
+        let mut ticks = 0usize;
         loop {
             interval.tick().await;
             let now = tokio::time::Instant::now();
@@ -119,7 +120,8 @@ impl Stats {
             (last, last_at) = (total, now);
             self.ops_per_sec
                 .store(ring.iter().sum::<u64>() / SAMPLES as u64, Relaxed);
-            if next % EXPORT_EVERY == 0 {
+            ticks += 1;
+            if ticks.is_multiple_of(EXPORT_EVERY) {
                 self.export();
             }
         }

@@ -30,6 +30,7 @@ async fn start() -> TestServer {
         shards: 4,
         in_memory: false,
         fsync: Fsync::No,
+        metrics_addr: None,
     };
     let storage_config = config.storage();
     let storage = tokio::task::spawn_blocking(move || Storage::open(storage_config))

@@ -810,3 +810,48 @@ fn raise_open_files_limit(want: u64) {
     let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
     assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
 }
+
+#[test]
+fn info_on_a_proxy_describes_the_cluster_and_sums_the_nodes_figures() {
+    let cluster = Cluster::builder().nodes(2).proxies(1).shards(16).start();
+    let mut client = cluster.proxy(0);
+    for i in 0..40 {
+        assert_eq!(client.cmd(&["SET", &format!("info:{i}"), "v"]), ok());
+    }
+    assert_eq!(
+        client.cmd(&["SET", "info:ttl", "v", "EX", "100"]),
+        ok(),
+        "one key with an expiry"
+    );
+    for i in 0..30 {
+        assert_eq!(client.cmd(&["GET", &format!("info:{i}")]), bulk("v"));
+    }
+    for i in 0..5 {
+        assert_eq!(client.cmd(&["GET", &format!("absent:{i}")]), Reply::Null);
+    }
+    let info = String::from_utf8(
+        client
+            .cmd(&["INFO", "all"])
+            .as_bytes()
+            .expect("INFO is a bulk string")
+            .to_vec(),
+    )
+    .expect("INFO is text");
+    let field = |name: &str| {
+        info_field(&info, name).unwrap_or_else(|| panic!("INFO has no {name}:\n{info}"))
+    };
+    assert_eq!(field("ringkv_mode"), "proxy");
+    assert_eq!(field("cluster_enabled"), "0");
+    assert_eq!(
+        field("ringkv_map_epoch"),
+        cluster.map_epoch().expect("a map").to_string()
+    );
+    assert_eq!(field("ringkv_shards"), "16");
+    assert_eq!(field("ringkv_nodes"), "2");
+    assert_eq!(field("ringkv_nodes_registered"), "2");
+    assert_eq!(field("ringkv_etcd_reachable"), "1");
+    assert_eq!(field("keyspace_hits"), "30", "hits summed over the nodes");
+    assert_eq!(field("keyspace_misses"), "5", "misses summed over the nodes");
+    assert_eq!(field("db0"), "keys=41,expires=1,avg_ttl=0");
+    assert!(field("connected_clients").parse::<u64>().expect("a number") >= 1);
+}

@@ -63,19 +63,7 @@ impl Backend {
     /// the shards, so it runs on a blocking thread.
     pub async fn stats(&self) -> Option<StorageStats> {
         match self {
-            Backend::Remote(cluster) => {
-                let dbsize = ringkv_common::command::lookup(b"dbsize")?;
-                match cluster
-                    .execute(dbsize, &[Bytes::from_static(b"DBSIZE")])
-                    .await
-                {
-                    Reply::Int(keys) => Some(StorageStats {
-                        keys: keys.max(0) as u64,
-                        ..StorageStats::default()
-                    }),
-                    _ => None,
-                }
-            }
+            Backend::Remote(cluster) => Some(cluster.stats(true).await),
             Backend::Local(storage) => {
                 let storage = Arc::clone(storage);
                 match tokio::task::spawn_blocking(move || storage.stats()).await {
@@ -123,6 +111,14 @@ impl Backend {
         match self {
             Backend::Local(storage) => storage.reset_stats(),
             Backend::Remote(_) => {}
+        }
+    }
+
+    /// The cluster's state for INFO, or `None` when standalone.
+    pub fn cluster_status(&self) -> Option<crate::cluster::ClusterStatus> {
+        match self {
+            Backend::Local(_) => None,
+            Backend::Remote(cluster) => Some(cluster.status()),
         }
     }
 

@@ -258,7 +258,17 @@ impl Storage {
 
     /// Figures for INFO (counting keys walks the shards: O(keys)).
     pub fn stats(&self) -> StorageStats {
-        let (keys, expires) = walk::count(self, Scope::All).unwrap_or((0, 0));
+        self.read_stats(true)
+    }
+
+    /// Figures for INFO; `count_keys` walks every hosted shard to count live keys (O(keys)),
+    /// otherwise `keys` and `expires` are 0.
+    pub fn read_stats(&self, count_keys: bool) -> StorageStats {
+        let (keys, expires) = if count_keys {
+            walk::count(self, Scope::All).unwrap_or((0, 0))
+        } else {
+            (0, 0)
+        };
         StorageStats {
             keys,
             expires,

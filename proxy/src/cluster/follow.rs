@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +38,8 @@ pub struct Shared {
     pub epoch: watch::Sender<u64>,
     /// Woken by a request that met a node with a newer map than ours.
     pub nudge: Notify,
+    /// Whether the last etcd read or watch event succeeded.
+    pub etcd_up: AtomicBool,
 }
 
 impl Shared {
@@ -46,6 +49,7 @@ impl Shared {
             routes: ArcSwapOption::empty(),
             epoch: watch::Sender::new(0),
             nudge: Notify::new(),
+            etcd_up: AtomicBool::new(false),
         }
     }
 }
@@ -110,10 +114,14 @@ impl Follower {
                 () = self.shared.nudge.notified() => {
                     if last_nudge.elapsed() >= NUDGE_EVERY {
                         last_nudge = Instant::now();
-                        if let Ok(read) = self.store.read_map().await {
-                            if let Some(stored) = read.current {
-                                self.take_map(stored.map);
+                        match self.store.read_map().await {
+                            Ok(read) => {
+                                self.etcd_seen(true);
+                                if let Some(stored) = read.current {
+                                    self.take_map(stored.map);
+                                }
                             }
+                            Err(_) => self.etcd_seen(false),
                         }
                     }
                 }
@@ -132,7 +140,7 @@ impl Follower {
             };
             match read.await {
                 Ok((nodes, map)) => {
-                    m::etcd_up(true);
+                    self.etcd_seen(true);
                     for node in nodes.nodes {
                         self.registered.insert(node.id.clone(), node);
                     }
@@ -145,7 +153,7 @@ impl Follower {
                     return (nodes.revision, map.revision);
                 }
                 Err(err) => {
-                    m::etcd_up(false);
+                    self.etcd_seen(false);
                     tracing::warn!(%err, "cannot read the cluster from etcd; retrying in {pause:?}");
                     sleep(pause).await;
                     pause = (pause * 2).min(MAX_RETRY);
@@ -154,8 +162,15 @@ impl Follower {
         }
     }
 
+    /// Records whether etcd is reachable, for INFO and the metrics.
+    fn etcd_seen(&self, up: bool) {
+        self.shared.etcd_up.store(up, Ordering::Relaxed);
+        m::etcd_up(up);
+    }
+
     fn node_event(&mut self, event: NodeEvent) {
         m::watch_event("nodes", event.kind());
+        self.etcd_seen(!matches!(event, NodeEvent::Interrupted { .. }));
         match event {
             NodeEvent::Up(node) => {
                 tracing::info!(id = %node.id, addr = %node.addr, "storage node up");
@@ -182,6 +197,7 @@ impl Follower {
 
     fn map_event(&mut self, event: MapEvent) {
         m::watch_event("map", event.kind());
+        self.etcd_seen(!matches!(event, MapEvent::Interrupted { .. }));
         match event {
             MapEvent::Changed(stored) => self.take_map(stored.map),
             MapEvent::Deleted { revision } => {

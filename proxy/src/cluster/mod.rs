@@ -39,6 +39,7 @@ use ringkv_common::metrics::names;
 use ringkv_common::placement::shard_of;
 use ringkv_common::resp::Reply;
 use ringkv_common::shardmap::ClusterConfig;
+use ringkv_storage::StorageStats;
 use tokio::task::JoinHandle;
 
 use crate::pool::{PoolConfig, PoolError};
@@ -68,6 +69,21 @@ const RANDOMKEY_FANOUT: usize = 16;
 
 /// How often the pools' figures are copied to the metrics exporter.
 const EXPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// The cluster as INFO describes it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ClusterStatus {
+    /// The map epoch routed by (0: no map yet).
+    pub epoch: u64,
+    /// Shard count.
+    pub shards: u32,
+    /// Storage nodes the map names.
+    pub map_nodes: usize,
+    /// How many of those are registered in etcd (their lease is alive).
+    pub registered_nodes: usize,
+    /// Whether etcd answered the last read or watch event.
+    pub etcd_up: bool,
+}
 
 /// The proxy's view of the cluster, shared by every client connection.
 #[derive(Debug)]
@@ -101,20 +117,46 @@ impl Cluster {
         }
     }
 
-    /// The storage nodes of the current map, with whether their etcd record exists: for
-    /// INFO.
-    pub fn nodes(&self) -> Vec<(String, bool)> {
-        self.shared
-            .routes
-            .load()
-            .as_ref()
-            .map_or_else(Vec::new, |routes| {
-                routes
-                    .nodes
-                    .iter()
-                    .map(|n| (n.id.clone(), n.registered))
-                    .collect()
-            })
+    /// What INFO's `# Cluster` section shows.
+    pub fn status(&self) -> ClusterStatus {
+        let routes = self.shared.routes.load_full();
+        let (map_nodes, registered) = routes.as_ref().map_or((0, 0), |routes| {
+            (
+                routes.nodes.len(),
+                routes.nodes.iter().filter(|n| n.registered).count(),
+            )
+        });
+        ClusterStatus {
+            epoch: routes.as_ref().map_or(0, |r| r.epoch),
+            shards: self.shards,
+            map_nodes,
+            registered_nodes: registered,
+            etcd_up: self
+                .shared
+                .etcd_up
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// The engine figures of INFO, summed over every node of the map (`keys` only with
+    /// `count_keys`, which makes each node walk its shards).
+    pub async fn stats(&self, count_keys: bool) -> StorageStats {
+        let mut args = vec![Bytes::from_static(b"INFO")];
+        if count_keys {
+            args.push(Bytes::from_static(b"keyspace"));
+        }
+        let mut total = StorageStats::default();
+        for (id, reply) in self.ask_nodes(&args).await {
+            let text = match reply {
+                Reply::Verbatim(text) | Reply::Bulk(text) => text,
+                other => {
+                    tracing::warn!(node = %id, ?other, "INFO of a storage node failed");
+                    continue;
+                }
+            };
+            add_node_info(&mut total, &String::from_utf8_lossy(&text));
+        }
+        total
     }
 
     /// Sends a command outside any shard envelope (INFO) to every node of the current map,
@@ -412,6 +454,31 @@ async fn export_pools(shared: Arc<Shared>) {
     }
 }
 
+/// Adds the figures of one storage node's INFO text to `total`.
+fn add_node_info(total: &mut StorageStats, text: &str) {
+    let number = |v: &str| v.trim().parse::<u64>().unwrap_or(0);
+    for line in text.lines() {
+        let Some((field, value)) = line.split_once(':') else {
+            continue;
+        };
+        match field {
+            "keyspace_hits" => total.keyspace_hits += number(value),
+            "keyspace_misses" => total.keyspace_misses += number(value),
+            "expired_keys" => total.expired_keys += number(value),
+            "db0" => {
+                for pair in value.split(',') {
+                    match pair.split_once('=') {
+                        Some(("keys", n)) => total.keys += number(n),
+                        Some(("expires", n)) => total.expires += number(n),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The sum of integer replies (DEL, EXISTS, DBSIZE…).
 fn sum(replies: Vec<Reply>) -> Reply {
     let mut total: i64 = 0;
@@ -469,4 +536,38 @@ fn scan_page(cursor: u64, keys: Vec<Reply>) -> Reply {
         )),
         Reply::Array(keys),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_info_figures_add_up() {
+        let mut total = StorageStats::default();
+        let one = "# Stats\r\nexpired_keys:2\r\nkeyspace_hits:10\r\nkeyspace_misses:3\r\n\
+                   \r\n# Keyspace\r\ndb0:keys=7,expires=1,avg_ttl=0\r\n";
+        add_node_info(&mut total, one);
+        add_node_info(&mut total, "keyspace_hits:5\r\nbogus\r\nkeyspace_misses:x\r\n");
+        assert_eq!(total.keyspace_hits, 15);
+        assert_eq!(total.keyspace_misses, 3);
+        assert_eq!(total.expired_keys, 2);
+        assert_eq!((total.keys, total.expires), (7, 1));
+    }
+
+    #[test]
+    fn scan_count_reads_the_last_count_option() {
+        let args = |words: &[&str]| -> Vec<Bytes> {
+            words
+                .iter()
+                .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+                .collect()
+        };
+        assert_eq!(scan_count(&args(&["SCAN", "0"])), 10);
+        assert_eq!(scan_count(&args(&["SCAN", "0", "COUNT", "50"])), 50);
+        assert_eq!(
+            scan_count(&args(&["SCAN", "0", "MATCH", "count", "count", "7"])),
+            7
+        );
+    }
 }

@@ -249,7 +249,26 @@ fn fields(
             ]
         }
         Section::Modules => Vec::new(),
-        Section::Cluster => vec![("cluster_enabled", "0".into())],
+        // Not Redis Cluster's protocol (clients must not try to follow MOVED): the cluster is
+        // behind this proxy, which reports it in its own fields.
+        Section::Cluster => match ctx.backend.cluster_status() {
+            None => vec![
+                ("cluster_enabled", "0".into()),
+                ("ringkv_mode", "standalone".into()),
+            ],
+            Some(status) => vec![
+                ("cluster_enabled", "0".into()),
+                ("ringkv_mode", "proxy".into()),
+                ("ringkv_map_epoch", count(status.epoch)),
+                ("ringkv_shards", count(u64::from(status.shards))),
+                ("ringkv_nodes", count(status.map_nodes as u64)),
+                (
+                    "ringkv_nodes_registered",
+                    count(status.registered_nodes as u64),
+                ),
+                ("ringkv_etcd_reachable", count(u64::from(status.etcd_up))),
+            ],
+        },
         Section::Keyspace if engine.keys > 0 => {
             vec![(
                 "db0",

@@ -170,7 +170,16 @@ async fn handle(ctx: &NodeContext, args: &[Bytes]) -> (Reply, bool, bool) {
             _ => command::wrong_arity("ping"),
         }
     } else if name.eq_ignore_ascii_case(b"info") {
-        Reply::Verbatim(Bytes::from(info(ctx)))
+        let keyspace = args[1..].iter().any(|a| {
+            [&b"keyspace"[..], b"all", b"everything"]
+                .iter()
+                .any(|w| a.eq_ignore_ascii_case(w))
+        });
+        let storage = Arc::clone(&ctx.storage);
+        let stats = tokio::task::spawn_blocking(move || storage.read_stats(keyspace))
+            .await
+            .unwrap_or_default();
+        Reply::Verbatim(Bytes::from(info(ctx, &stats, keyspace)))
     } else if name.eq_ignore_ascii_case(b"quit") {
         return (Reply::Ok, false, true);
     } else {
@@ -227,8 +236,10 @@ async fn run_in_shard(ctx: &NodeContext, args: &[Bytes]) -> (Reply, bool) {
     (reply, wrote)
 }
 
-/// INFO: the node's identity, map epoch, shards and connections, as `field:value` lines.
-fn info(ctx: &NodeContext) -> String {
+/// INFO: the node's identity, map epoch, shards, connections and engine counters, as
+/// `field:value` lines; with `keyspace` (INFO keyspace / all) also its live keys, as Redis's
+/// `db0` line (counting walks every shard).
+fn info(ctx: &NodeContext, stats: &crate::StorageStats, keyspace: bool) -> String {
     let view = ctx.ownership.view();
     let mut text = String::new();
     let _ = write!(
@@ -236,7 +247,8 @@ fn info(ctx: &NodeContext) -> String {
         "# Server\r\nringkv_version:{}\r\nrole:storage\r\nnode_id:{}\r\nprocess_id:{}\r\n\
          \r\n# Clients\r\nconnected_clients:{}\r\n\
          \r\n# Cluster\r\nmap_epoch:{}\r\nserved_shards:{}\r\nhosted_shards:{}\r\n\
-         \r\n# Stats\r\ntotal_commands_processed:{}\r\nrefused_requests:{}\r\n",
+         \r\n# Stats\r\ntotal_commands_processed:{}\r\nrefused_requests:{}\r\n\
+         expired_keys:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n",
         env!("CARGO_PKG_VERSION"),
         ctx.id,
         std::process::id(),
@@ -246,7 +258,17 @@ fn info(ctx: &NodeContext) -> String {
         ctx.storage.hosted().len(),
         ctx.commands.load(Ordering::Relaxed),
         ctx.refused.load(Ordering::Relaxed),
+        stats.expired_keys,
+        stats.keyspace_hits,
+        stats.keyspace_misses,
     );
+    if keyspace {
+        let _ = write!(
+            text,
+            "\r\n# Keyspace\r\ndb0:keys={},expires={},avg_ttl=0\r\n",
+            stats.keys, stats.expires
+        );
+    }
     text
 }
 

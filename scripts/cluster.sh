@@ -2,7 +2,10 @@
 # A local ringkv cluster for development, every process in the background:
 # etcd (127.0.0.1:2379, peer 2380), `ringkv-admin init` (256 shards, 1 replica),
 # 3 storage nodes (n1..n3 on 127.0.0.1:7001-7003), `ringkv-admin assign`, and
-# 2 proxies (127.0.0.1:6380 and 127.0.0.1:6381).
+# 2 proxies (127.0.0.1:6380 and 127.0.0.1:6381). Every ringkv process serves
+# Prometheus metrics (--metrics-addr): proxies on 127.0.0.1:9180-9181, storage
+# nodes on 127.0.0.1:9101-9103; etcd on its client port. grafana/prometheus.yml
+# scrapes exactly these (`make monitor`).
 #
 #   scripts/cluster.sh start    start it (or say it is already running); returns
 #                               once both proxies answer SET with OK
@@ -35,6 +38,9 @@ ETCD_PEER=http://127.0.0.1:2380
 NODES=(n1 n2 n3)
 declare -A NODE_ADDR=([n1]=127.0.0.1:7001 [n2]=127.0.0.1:7002 [n3]=127.0.0.1:7003)
 PROXY_PORTS=(6380 6381)
+# --metrics-addr of each process; grafana/prometheus.yml lists the same addresses.
+declare -A NODE_METRICS=([n1]=127.0.0.1:9101 [n2]=127.0.0.1:9102 [n3]=127.0.0.1:9103)
+declare -A PROXY_METRICS=([6380]=127.0.0.1:9180 [6381]=127.0.0.1:9181)
 PROBE_KEY=ringkv:cluster-sh:probe
 
 say() { echo "cluster: $*" >&2; }
@@ -136,6 +142,7 @@ proxy_answers() {
 }
 
 print_addresses() {
+  local n p
   echo "ringkv cluster '$CLUSTER' ($SHARDS shards) is running; data and logs in ./$ROOT"
   printf '  %-8s %-22s pid %-8s log %s\n' etcd "$ETCD_URL" "$(live_pid etcd etcd || echo -)" "$LOGS/etcd.log"
   for n in "${NODES[@]}"; do
@@ -146,6 +153,10 @@ print_addresses() {
     printf '  %-8s %-22s pid %-8s log %s\n' proxy "127.0.0.1:$p" \
       "$(live_pid "proxy-$p" ringkv-proxy || echo -)" "$LOGS/proxy-$p.log"
   done
+  local metrics=()
+  for p in "${PROXY_PORTS[@]}"; do metrics+=("${PROXY_METRICS[$p]}"); done
+  for n in "${NODES[@]}"; do metrics+=("${NODE_METRICS[$n]}"); done
+  echo "metrics (/metrics): ${metrics[*]}; \`make monitor\` starts a Prometheus scraping them"
   echo "try: redis-cli -p ${PROXY_PORTS[0]}    status: make cluster-status    stop: make cluster-stop"
 }
 
@@ -205,7 +216,8 @@ start() {
   for n in "${NODES[@]}"; do
     say "starting storage node $n on ${NODE_ADDR[$n]} (data in $ROOT/$n)"
     spawn "$n" "$BIN_DIR/ringkv-storage" --etcd "$ETCD_URL" --cluster "$CLUSTER" \
-      --id "$n" --listen "${NODE_ADDR[$n]}" --dir "$ROOT/$n"
+      --id "$n" --listen "${NODE_ADDR[$n]}" --dir "$ROOT/$n" \
+      --metrics-addr "${NODE_METRICS[$n]}"
   done
   for n in "${NODES[@]}"; do
     wait_for "$n to register in etcd" "$n" ringkv-storage node_live "$n"
@@ -226,7 +238,7 @@ start() {
   for p in "${PROXY_PORTS[@]}"; do
     say "starting proxy on 127.0.0.1:$p"
     spawn "proxy-$p" "$BIN_DIR/ringkv-proxy" --etcd "$ETCD_URL" --cluster "$CLUSTER" \
-      --listen "127.0.0.1:$p"
+      --listen "127.0.0.1:$p" --metrics-addr "${PROXY_METRICS[$p]}"
   done
   for p in "${PROXY_PORTS[@]}"; do
     wait_for "the proxy on 127.0.0.1:$p to answer SET with OK" "proxy-$p" ringkv-proxy \
@@ -270,10 +282,12 @@ stop_group() {
   say "stopped ${names[*]}"
 }
 
-# Proxies first (clients see them go), then storage nodes (they revoke their
+# Prometheus first (if `make monitor` started it, so it does not log the others
+# going), proxies (clients see them go), then storage nodes (they revoke their
 # leases in etcd on the way out), etcd last.
 stop_all() {
   local proxies=() nodes=() p n
+  stop_group prometheus:prometheus
   for p in "${PROXY_PORTS[@]}"; do proxies+=("proxy-$p:ringkv-proxy"); done
   for n in "${NODES[@]}"; do nodes+=("$n:ringkv-storage"); done
   stop_group "${proxies[@]}"

@@ -33,7 +33,7 @@ pub const NOAUTH: Reply = Reply::error("NOAUTH Authentication required.");
 /// HELLO without AUTH on a connection that is not authenticated.
 pub const NOAUTH_HELLO: Reply = Reply::error(
     "NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO \
-     <proto> AUTH <user> <pass> option can be used to authenticate the client and select the \
+     AUTH <user> <pass> option can be used to authenticate the client and select the \
      RESP protocol version at the same time",
 );
 

@@ -624,6 +624,8 @@ fn ping_once(addr: SocketAddr) -> Result<(), String> {
         .map_err(|e| format!("PING: {e}"))?;
     match reply {
         Reply::Simple(ref s) if s == b"PONG" => Ok(()),
+        // Started with --requirepass: it serves, it just wants AUTH first.
+        Reply::Error(ref e) if e.starts_with(b"NOAUTH") => Ok(()),
         other => Err(format!("PING answered {other}")),
     }
 }

@@ -93,7 +93,7 @@ pub fn auth(args: &[Bytes], session: &mut Session, acl: &Acl) -> Reply {
             (&b"default"[..], password)
         }
         [_, user, password] => (&user[..], password),
-        _ => return ringkv_common::command::wrong_arity("auth"),
+        _ => return ringkv_common::args::SYNTAX,
     };
     match acl.authenticate(user, password) {
         Some(user) => {

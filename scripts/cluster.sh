@@ -30,6 +30,7 @@ STOP_DEADLINE=${STOP_DEADLINE:-20}
 
 ROOT=.cluster
 PIDS=$ROOT/pids
+SECRET=$ROOT/secret
 LOGS=$ROOT/logs
 CLUSTER=local
 SHARDS=256
@@ -129,7 +130,8 @@ node_live() {
 # INFO: it has opened the column families of the shards that map gives it.
 node_at_epoch() {
   local addr=$1 epoch=$2 seen
-  seen=$(timeout 5 redis-cli -h "${addr%:*}" -p "${addr##*:}" INFO 2>/dev/null |
+  seen=$(timeout 5 redis-cli -h "${addr%:*}" -p "${addr##*:}" \
+    --no-auth-warning -a "$(cat "$SECRET")" INFO 2>/dev/null |
     tr -d '\r' | sed -n 's/^map_epoch://p')
   [[ $seen =~ ^[0-9]+$ ]] && ((seen >= epoch))
 }
@@ -213,11 +215,16 @@ start() {
     fail "ringkv-admin init failed: $out"
   fi
 
+  # The secret the proxies present to the storage nodes: kept in a file (mode 600)
+  # so that this script can present it too when it checks a node.
+  if [[ ! -s $SECRET ]]; then
+    (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$SECRET")
+  fi
   for n in "${NODES[@]}"; do
     say "starting storage node $n on ${NODE_ADDR[$n]} (data in $ROOT/$n)"
     spawn "$n" "$BIN_DIR/ringkv-storage" --etcd "$ETCD_URL" --cluster "$CLUSTER" \
       --id "$n" --listen "${NODE_ADDR[$n]}" --dir "$ROOT/$n" \
-      --metrics-addr "${NODE_METRICS[$n]}"
+      --metrics-addr "${NODE_METRICS[$n]}" --secret-file "$SECRET"
   done
   for n in "${NODES[@]}"; do
     wait_for "$n to register in etcd" "$n" ringkv-storage node_live "$n"
@@ -238,7 +245,7 @@ start() {
   for p in "${PROXY_PORTS[@]}"; do
     say "starting proxy on 127.0.0.1:$p"
     spawn "proxy-$p" "$BIN_DIR/ringkv-proxy" --etcd "$ETCD_URL" --cluster "$CLUSTER" \
-      --listen "127.0.0.1:$p" --metrics-addr "${PROXY_METRICS[$p]}"
+      --listen "127.0.0.1:$p" --metrics-addr "${PROXY_METRICS[$p]}" --secret-file "$SECRET"
   done
   for p in "${PROXY_PORTS[@]}"; do
     wait_for "the proxy on 127.0.0.1:$p to answer SET with OK" "proxy-$p" ringkv-proxy \

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ringkv_common::etcd::ClusterStore;
+use ringkv_common::internal::cluster_secret;
 use ringkv_common::shardmap::ClusterConfig;
 use ringkv_proxy::backend::Backend;
 use ringkv_proxy::cluster::config::ProxyConfig;
@@ -60,8 +61,15 @@ async fn serve(config: ProxyConfig) -> ExitCode {
     let Some(cluster_config) = read_cluster_config(&store, &config.cluster).await else {
         return ExitCode::FAILURE;
     };
+    let secret = match cluster_secret(config.secret_file.as_deref(), &cluster_config.secret) {
+        Ok(secret) => secret,
+        Err(reason) => {
+            let file = config.secret_file.as_ref().map(|p| p.display().to_string());
+            return bad_flag("--secret-file", &file.unwrap_or_default(), &reason);
+        }
+    };
     let shards = cluster_config.shards;
-    let cluster = Arc::new(Cluster::start(store, cluster_config, config.pool()));
+    let cluster = Arc::new(Cluster::start(store, cluster_config, config.pool(secret)));
     let server = match Server::bind_addr(
         config.listen,
         |addr| Settings::proxy(addr, shards, acl),

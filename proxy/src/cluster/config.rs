@@ -50,14 +50,20 @@ pub struct ProxyConfig {
     /// Users and their permissions, in (a subset of) Redis's ACL file syntax.
     #[arg(long, value_name = "PATH")]
     pub aclfile: Option<std::path::PathBuf>,
+
+    /// File holding the cluster secret to present to storage nodes (default: the one
+    /// `ringkv-admin init` stored in etcd).
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<std::path::PathBuf>,
 }
 
 impl ProxyConfig {
-    /// The settings of the pools to the storage nodes.
-    pub fn pool(&self) -> PoolConfig {
+    /// The settings of the pools to the storage nodes, presenting `secret`.
+    pub fn pool(&self, secret: Option<bytes::Bytes>) -> PoolConfig {
         PoolConfig {
             connections: usize::from(self.node_connections),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            auth: secret,
             ..PoolConfig::default()
         }
     }

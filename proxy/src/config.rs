@@ -61,6 +61,40 @@ pub struct Cli {
     /// Users and their permissions, in (a subset of) Redis's ACL file syntax.
     #[arg(long, value_name = "PATH")]
     pub aclfile: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub limits: ClientLimits,
+}
+
+/// Limits on clients, the same flags on `ringkv` and `ringkv-proxy` (Redis's names and
+/// defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct ClientLimits {
+    /// Most clients connected at once; beyond it a new connection gets
+    /// `-ERR max number of clients reached` and is closed.
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub maxclients: u64,
+
+    /// Close a client idle for this many seconds (0: never).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub timeout: u64,
+
+    /// Largest bulk argument a request may carry, in bytes (Redis's proto-max-bulk-len).
+    #[arg(long, value_name = "BYTES", default_value_t = 512 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=(1u64 << 32)))]
+    pub proto_max_bulk_len: u64,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            maxclients: 10_000,
+            timeout: 0,
+            proto_max_bulk_len: 512 * 1024 * 1024,
+        }
+    }
 }
 
 /// A flag whose value cannot be used. Displays as `--flag value: reason` (`--flag: reason`
@@ -96,6 +130,8 @@ pub struct Config {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Users and permissions.
     pub acl: Acl,
+    /// Client limits.
+    pub limits: ClientLimits,
 }
 
 impl Config {
@@ -129,6 +165,7 @@ impl Config {
         let acl = load_acl(cli.requirepass.as_deref(), cli.aclfile.as_deref())?;
         Ok(Config {
             acl,
+            limits: cli.limits,
             bind: cli.bind,
             port: cli.port,
             dir: cli.dir,

@@ -161,6 +161,14 @@ pub async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, mut shutdown: Shu
     }
 }
 
+/// Completes after `seconds` (never, for 0): `--timeout`, Redis's idle-client limit.
+async fn idle_for(seconds: u64) {
+    if seconds == 0 {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+}
+
 impl Connection {
     /// Sets the socket up (no Nagle delay: replies go out as soon as they are written;
     /// keepalive probes to notice dead peers) and starts a session.
@@ -196,10 +204,15 @@ impl Connection {
             if self.input.capacity() - self.input.len() < MIN_READ_ROOM {
                 self.input.reserve(READ_CHUNK);
             }
+            let idle = ctx.settings.limits.timeout;
             let read = tokio::select! {
                 biased;
                 () = shutdown.recv() => return Ok(()),
                 read = self.stream.read_buf(&mut self.input) => read?,
+                () = idle_for(idle) => {
+                    tracing::debug!(peer = %self.session.peer, idle, "closing an idle client");
+                    return Ok(());
+                }
             };
             if read == 0 {
                 return Ok(());

@@ -72,7 +72,7 @@ async fn serve(config: ProxyConfig) -> ExitCode {
     let cluster = Arc::new(Cluster::start(store, cluster_config, config.pool(secret)));
     let server = match Server::bind_addr(
         config.listen,
-        |addr| Settings::proxy(addr, shards, acl),
+        |addr| Settings::proxy(addr, shards, acl, config.limits),
         Backend::Remote(cluster),
     )
     .await

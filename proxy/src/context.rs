@@ -14,6 +14,7 @@ use ringkv_storage::Fsync;
 use crate::backend::Backend;
 use crate::config::{ClientLimits, Config};
 use crate::stats::Stats;
+use crate::tls::Tls;
 
 /// Seconds of idleness before TCP keepalive probes start, as Redis's default `tcp-keepalive`:
 /// dead peers behind NATs and firewalls are noticed and their connections freed.
@@ -36,11 +37,19 @@ pub struct Settings {
     pub acl: Acl,
     /// `--maxclients`, `--timeout`, `--proto-max-bulk-len`.
     pub limits: ClientLimits,
+    /// TLS on the client port, when configured.
+    pub tls: Option<Tls>,
 }
 
 impl Settings {
     /// A cluster proxy's settings: no data directory of its own, the cluster's shard count.
-    pub fn proxy(addr: SocketAddr, shards: u32, acl: Acl, limits: ClientLimits) -> Settings {
+    pub fn proxy(
+        addr: SocketAddr,
+        shards: u32,
+        acl: Acl,
+        limits: ClientLimits,
+        tls: Option<Tls>,
+    ) -> Settings {
         Settings {
             addr,
             dir: PathBuf::new(),
@@ -49,6 +58,7 @@ impl Settings {
             fsync: Fsync::Everysec,
             acl,
             limits,
+            tls,
         }
     }
 
@@ -63,6 +73,7 @@ impl Settings {
             fsync: config.fsync,
             acl: config.acl.clone(),
             limits: config.limits,
+            tls: config.tls.clone(),
         }
     }
 }

@@ -55,6 +55,10 @@ pub struct ProxyConfig {
     #[allow(missing_docs)]
     pub limits: crate::config::ClientLimits,
 
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: crate::config::TlsFlags,
+
     /// File holding the cluster secret to present to storage nodes (default: the one
     /// `ringkv-admin init` stored in etcd).
     #[arg(long, value_name = "PATH")]

@@ -26,8 +26,9 @@ fuzz_target!(|input: Input| {
 
     // Decoding arbitrary bytes: accepted exactly when the layout says so.
     let decoded = Header::decode(&record);
-    let well_formed =
-        record.len() >= HEADER_LEN && record[0] == FORMAT_VERSION && record[1] == ValueType::String as u8;
+    let well_formed = record.len() >= HEADER_LEN
+        && record[0] == FORMAT_VERSION
+        && record[1] == ValueType::String as u8;
     assert_eq!(decoded.is_some(), well_formed, "{record:?}");
     if let Some(header) = decoded {
         let at = i64::from_be_bytes(record[2..HEADER_LEN].try_into().expect("8 bytes"));

@@ -6,7 +6,12 @@
 # Environment:
 #   FUZZ_SECONDS=N       seconds per target (default 60)
 #   FUZZ_TARGET_DIR=DIR  cargo target directory for the fuzz build (default
-#                        ~/.cache/ringkv-fuzz-target; its first build compiles RocksDB, ~20 min)
+#                        ~/.cache/ringkv-fuzz-target)
+#   ROCKSDB_LIB_DIR=DIR  a directory holding librocksdb.a to link instead of compiling RocksDB's
+#                        C++ again (~20 min, and more with ASan). Default: the one the main
+#                        release build made, under ${CARGO_TARGET_DIR:-target}/release/build/
+#                        (same Cargo.lock, so the same RocksDB); RocksDB's C++ is then not
+#                        instrumented, the Rust code is. FUZZ_BUILD_ROCKSDB=1 compiles it anyway.
 #   FUZZ_SANITIZER=S     address (default), leak, memory, thread or none
 #   FUZZ_ARGS="..."      extra libFuzzer flags, e.g. "-max_len=65536 -jobs=2"
 #
@@ -48,6 +53,19 @@ fi
 # The RocksDB build needs a C++ compiler and libclang, as for the main build.
 scripts/install-deps.sh build
 
+if [[ -z ${ROCKSDB_LIB_DIR:-} && -z ${FUZZ_BUILD_ROCKSDB:-} ]]; then
+    prebuilt=$(ls -t "${CARGO_TARGET_DIR:-target}"/release/build/librocksdb-sys-*/out/librocksdb.a 2>/dev/null | head -n 1 || true)
+    if [[ -n $prebuilt ]]; then
+        export ROCKSDB_LIB_DIR=$(cd "$(dirname "$prebuilt")" && pwd) ROCKSDB_STATIC=1
+    fi
+fi
+if [[ -n ${ROCKSDB_LIB_DIR:-} ]]; then
+    export ROCKSDB_STATIC=${ROCKSDB_STATIC:-1}
+    echo "fuzz.sh: linking the prebuilt RocksDB in $ROCKSDB_LIB_DIR"
+else
+    echo "fuzz.sh: no prebuilt RocksDB found: compiling it (~20 min or more)"
+fi
+
 echo "fuzz.sh: building the fuzz targets (target dir $TARGET_DIR)"
 (cd fuzz && cargo +nightly fuzz build --sanitizer "$SANITIZER" --target-dir "$TARGET_DIR")
 
@@ -63,7 +81,7 @@ for t in "${TARGETS[@]}"; do
     status=0
     (cd fuzz && cargo +nightly fuzz run --sanitizer "$SANITIZER" --target-dir "$TARGET_DIR" "$t" "${dirs[@]}" -- \
         -max_total_time="$SECONDS_EACH" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
-        -artifact_prefix="$ROOT/$artifacts/" "${EXTRA[@]}") || status=$?
+        "${EXTRA[@]}") || status=$?
     after=$(ls "$artifacts" | wc -l)
     if ((status != 0 || after > before)); then
         failed+=("$t")

@@ -58,15 +58,16 @@ fn seeds_parse_the_same_in_every_chunking() {
 /// Most a parser may reserve for a request before its bytes arrive.
 const RESERVE_BOUND: usize = 1 << 20;
 
-/// Found by `resp_request` with `-malloc_limit_mb=64`
-/// (`fuzz/regressions/resp_request/oom-announced-bulk`): 17 bytes announcing a bulk of 512 MiB
-/// (the largest allowed) make the parser reserve the whole 512 MiB at once, before a byte of
-/// it has arrived. Every connection can do this, so a few thousand connections of 17 bytes each
-/// reserve terabytes: virtual memory only while untouched under Linux's default overcommit,
-/// but an allocation failure (strict overcommit, a ulimit -v, a container's limit) aborts the
-/// whole server. redis-server also pre-sizes its query buffer for bulks of 32 KiB and more, but
-/// the reservation here could be capped (e.g. grow as bytes arrive past a bound) without
-/// changing behaviour.
+/// Found by `resp_request` run with `-malloc_limit_mb=64` (libFuzzer's `out-of-memory
+/// (malloc(411111113))`), kept as `fuzz/regressions/resp_request/oom-announced-bulk`:
+/// `*5\r\n$411111111\r\n`, 16 bytes announcing a bulk of 411 MB, makes the parser reserve the
+/// whole bulk at once, before a byte of it has arrived (up to 512 MiB, the largest bulk
+/// allowed). Every connection can do this, so a few thousand connections of 16 bytes each
+/// reserve terabytes: only virtual memory while it stays untouched under Linux's default
+/// overcommit, but an allocation failure (strict overcommit, `ulimit -v`, a container limit)
+/// aborts the whole server. redis-server also pre-sizes its query buffer for bulks of 32 KiB
+/// and more; here the reservation could be capped (grow as the bytes arrive) without changing
+/// any reply.
 #[test]
 #[ignore = "bug: RequestParser reserves an announced bulk's full length (up to 512 MiB) before any of it arrives"]
 fn announced_bulk_length_is_not_reserved_up_front() {

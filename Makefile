@@ -12,7 +12,7 @@ BIN := $(BIN_DIR)/ringkv
 # Extra flags for `make run`, e.g. make run ARGS="--in-memory".
 ARGS ?=
 
-.PHONY: help build run test lint fmt bench fuzz clean cluster cluster-stop cluster-status
+.PHONY: help build run test lint fmt bench fuzz clean cluster cluster-stop cluster-status monitor
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -59,3 +59,7 @@ cluster-stop: ## stop the processes `make cluster` started (by pid)
 
 cluster-status: ## show the local cluster's processes and `ringkv-admin status`
 	BIN_DIR="$(BIN_DIR)" scripts/cluster.sh status
+
+monitor: ## start Prometheus on 127.0.0.1:9090 scraping a running `make cluster` (grafana/prometheus.yml)
+	scripts/install-deps.sh monitor
+	scripts/monitor.sh start

@@ -2,7 +2,10 @@
 # A local ringkv cluster for development, every process in the background:
 # etcd (127.0.0.1:2379, peer 2380), `ringkv-admin init` (256 shards, 1 replica),
 # 3 storage nodes (n1..n3 on 127.0.0.1:7001-7003), `ringkv-admin assign`, and
-# 2 proxies (127.0.0.1:6380 and 127.0.0.1:6381).
+# 2 proxies (127.0.0.1:6380 and 127.0.0.1:6381). Every ringkv process serves
+# Prometheus metrics (--metrics-addr): proxies on 127.0.0.1:9180-9181, storage
+# nodes on 127.0.0.1:9101-9103; etcd on its client port. grafana/prometheus.yml
+# scrapes exactly these (`make monitor`).
 #
 #   scripts/cluster.sh start    start it (or say it is already running); returns
 #                               once both proxies answer SET with OK
@@ -27,6 +30,7 @@ STOP_DEADLINE=${STOP_DEADLINE:-20}
 
 ROOT=.cluster
 PIDS=$ROOT/pids
+SECRET=$ROOT/secret
 LOGS=$ROOT/logs
 CLUSTER=local
 SHARDS=256
@@ -35,6 +39,9 @@ ETCD_PEER=http://127.0.0.1:2380
 NODES=(n1 n2 n3)
 declare -A NODE_ADDR=([n1]=127.0.0.1:7001 [n2]=127.0.0.1:7002 [n3]=127.0.0.1:7003)
 PROXY_PORTS=(6380 6381)
+# --metrics-addr of each process; grafana/prometheus.yml lists the same addresses.
+declare -A NODE_METRICS=([n1]=127.0.0.1:9101 [n2]=127.0.0.1:9102 [n3]=127.0.0.1:9103)
+declare -A PROXY_METRICS=([6380]=127.0.0.1:9180 [6381]=127.0.0.1:9181)
 PROBE_KEY=ringkv:cluster-sh:probe
 
 say() { echo "cluster: $*" >&2; }
@@ -123,7 +130,8 @@ node_live() {
 # INFO: it has opened the column families of the shards that map gives it.
 node_at_epoch() {
   local addr=$1 epoch=$2 seen
-  seen=$(timeout 5 redis-cli -h "${addr%:*}" -p "${addr##*:}" INFO 2>/dev/null |
+  seen=$(timeout 5 redis-cli -h "${addr%:*}" -p "${addr##*:}" \
+    --no-auth-warning -a "$(cat "$SECRET")" INFO 2>/dev/null |
     tr -d '\r' | sed -n 's/^map_epoch://p')
   [[ $seen =~ ^[0-9]+$ ]] && ((seen >= epoch))
 }
@@ -136,6 +144,7 @@ proxy_answers() {
 }
 
 print_addresses() {
+  local n p
   echo "ringkv cluster '$CLUSTER' ($SHARDS shards) is running; data and logs in ./$ROOT"
   printf '  %-8s %-22s pid %-8s log %s\n' etcd "$ETCD_URL" "$(live_pid etcd etcd || echo -)" "$LOGS/etcd.log"
   for n in "${NODES[@]}"; do
@@ -146,6 +155,10 @@ print_addresses() {
     printf '  %-8s %-22s pid %-8s log %s\n' proxy "127.0.0.1:$p" \
       "$(live_pid "proxy-$p" ringkv-proxy || echo -)" "$LOGS/proxy-$p.log"
   done
+  local metrics=()
+  for p in "${PROXY_PORTS[@]}"; do metrics+=("${PROXY_METRICS[$p]}"); done
+  for n in "${NODES[@]}"; do metrics+=("${NODE_METRICS[$n]}"); done
+  echo "metrics (/metrics): ${metrics[*]}; \`make monitor\` starts a Prometheus scraping them"
   echo "try: redis-cli -p ${PROXY_PORTS[0]}    status: make cluster-status    stop: make cluster-stop"
 }
 
@@ -202,10 +215,16 @@ start() {
     fail "ringkv-admin init failed: $out"
   fi
 
+  # The secret the proxies present to the storage nodes: kept in a file (mode 600)
+  # so that this script can present it too when it checks a node.
+  if [[ ! -s $SECRET ]]; then
+    (umask 077 && od -An -N16 -tx1 /dev/urandom | tr -d ' \n' >"$SECRET")
+  fi
   for n in "${NODES[@]}"; do
     say "starting storage node $n on ${NODE_ADDR[$n]} (data in $ROOT/$n)"
     spawn "$n" "$BIN_DIR/ringkv-storage" --etcd "$ETCD_URL" --cluster "$CLUSTER" \
-      --id "$n" --listen "${NODE_ADDR[$n]}" --dir "$ROOT/$n"
+      --id "$n" --listen "${NODE_ADDR[$n]}" --dir "$ROOT/$n" \
+      --metrics-addr "${NODE_METRICS[$n]}" --secret-file "$SECRET"
   done
   for n in "${NODES[@]}"; do
     wait_for "$n to register in etcd" "$n" ringkv-storage node_live "$n"
@@ -226,7 +245,7 @@ start() {
   for p in "${PROXY_PORTS[@]}"; do
     say "starting proxy on 127.0.0.1:$p"
     spawn "proxy-$p" "$BIN_DIR/ringkv-proxy" --etcd "$ETCD_URL" --cluster "$CLUSTER" \
-      --listen "127.0.0.1:$p"
+      --listen "127.0.0.1:$p" --metrics-addr "${PROXY_METRICS[$p]}" --secret-file "$SECRET"
   done
   for p in "${PROXY_PORTS[@]}"; do
     wait_for "the proxy on 127.0.0.1:$p to answer SET with OK" "proxy-$p" ringkv-proxy \
@@ -270,10 +289,12 @@ stop_group() {
   say "stopped ${names[*]}"
 }
 
-# Proxies first (clients see them go), then storage nodes (they revoke their
+# Prometheus first (if `make monitor` started it, so it does not log the others
+# going), proxies (clients see them go), then storage nodes (they revoke their
 # leases in etcd on the way out), etcd last.
 stop_all() {
   local proxies=() nodes=() p n
+  stop_group prometheus:prometheus
   for p in "${PROXY_PORTS[@]}"; do proxies+=("proxy-$p:ringkv-proxy"); done
   for n in "${NODES[@]}"; do nodes+=("$n:ringkv-storage"); done
   stop_group "${proxies[@]}"

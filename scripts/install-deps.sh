@@ -13,7 +13,10 @@ declare -A PACKAGES=(
   # so that the README's `redis-cli` works against `make run`.
   [run]="redis-tools"
   [lint]="build-essential pkg-config libclang-dev protobuf-compiler"
-  [test]="redis-server redis-tools etcd-server"
+  # prometheus: tests/monitoring.rs evaluates every dashboard query in a real one.
+  [test]="redis-server redis-tools etcd-server prometheus"
+  # `make monitor`: a Prometheus scraping the `make cluster` processes.
+  [monitor]="prometheus"
   [bench]="redis-server redis-tools nutcracker"
 )
 declare -A COMPONENTS=(
@@ -72,7 +75,8 @@ else
   }
   trap cleanup EXIT
   # Debian starts daemons on install: a system redis on :6379 would take the
-  # port `make run` needs, and the tests start their own redis/etcd anyway.
+  # port `make run` needs, a system prometheus would take :9090 (`make monitor`'s),
+  # and the tests start their own redis/etcd/prometheus anyway.
   # policy-rc.d exit code 101 means "don't start services" to invoke-rc.d and
   # deb-systemd-invoke. Keep an existing policy (Docker images ship one).
   if [[ ! -e $policy ]]; then

@@ -15,7 +15,15 @@
 //! - `-STALE <epoch>`: the proxy's map is newer than the node's (`<epoch>`); the node is
 //!   catching up with etcd, so the proxy retries shortly.
 //!
+//! Before anything else, a connection presents the cluster secret: `AUTH <secret>`. A node
+//! with a secret answers anything else with `-NOAUTH …` and closes the connection, and a wrong
+//! secret with `-WRONGPASS …` (then closes), so nobody but the cluster's proxies reaches data.
+//! The secret comes from `--secret-file`, or else from the cluster config in etcd, where
+//! `ringkv-admin init` puts a random one ([`cluster_secret`]).
+//!
 //! Both sides use this module, so the words and their parsing exist once.
+
+use std::path::Path;
 
 use bytes::Bytes;
 
@@ -24,6 +32,57 @@ use crate::resp::Reply;
 
 /// The envelope's command name.
 pub const SHARD: &[u8] = b"SHARD";
+
+/// The command a connection presents the cluster secret with.
+pub const AUTH: &[u8] = b"AUTH";
+
+/// A node's answer to a connection that did not present the secret first.
+pub const NOAUTH_NODE: Reply = Reply::error(
+    "NOAUTH this is a ringkv storage node: present the cluster secret with AUTH first",
+);
+
+/// A node's answer to a wrong secret.
+pub const WRONG_SECRET: Reply = Reply::error("WRONGPASS wrong cluster secret");
+
+/// Shortest secret accepted from a file: anything shorter is guessable.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// The cluster secret: the trimmed contents of `file` if given, else the config's (`None`
+/// when neither has one). The error says what is wrong with the file.
+pub fn cluster_secret(file: Option<&Path>, from_config: &str) -> Result<Option<Bytes>, String> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read the secret file: {e}"))?;
+        let secret = text.trim();
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(format!(
+                "the secret must be at least {MIN_SECRET_LEN} characters, not {}",
+                secret.len()
+            ));
+        }
+        if secret
+            .bytes()
+            .any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err("the secret cannot hold spaces or control characters".into());
+        }
+        return Ok(Some(Bytes::copy_from_slice(secret.as_bytes())));
+    }
+    Ok((!from_config.is_empty()).then(|| Bytes::copy_from_slice(from_config.as_bytes())))
+}
+
+/// Compares a presented secret with the expected one in time that does not depend on where
+/// they differ.
+pub fn secret_matches(given: &[u8], expected: &[u8]) -> bool {
+    if given.len() != expected.len() {
+        return false;
+    }
+    given
+        .iter()
+        .zip(expected)
+        .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+        == 0
+}
 
 /// A node's refusal to run a request, as the proxy decodes it from the error reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +208,30 @@ mod tests {
                 String::from_utf8_lossy(text)
             );
         }
+    }
+
+    #[test]
+    fn secrets_come_from_the_file_first_and_compare_whole() {
+        let dir = std::env::temp_dir().join(format!("ringkv-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("secret");
+        std::fs::write(&file, "0123456789abcdef0123\n").expect("write");
+        assert_eq!(
+            cluster_secret(Some(&file), "from-etcd").expect("valid"),
+            Some(Bytes::from_static(b"0123456789abcdef0123"))
+        );
+        assert_eq!(
+            cluster_secret(None, "from-etcd").expect("valid"),
+            Some(Bytes::from_static(b"from-etcd"))
+        );
+        assert_eq!(cluster_secret(None, "").expect("valid"), None);
+        std::fs::write(&file, "short").expect("write");
+        assert!(cluster_secret(Some(&file), "").is_err());
+        assert!(cluster_secret(Some(&dir.join("missing")), "").is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(secret_matches(b"abc", b"abc"));
+        assert!(!secret_matches(b"abd", b"abc"));
+        assert!(!secret_matches(b"ab", b"abc"));
     }
 
     #[test]

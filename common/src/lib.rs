@@ -17,10 +17,12 @@
 //! - [`internal`]: the proxy ↔ storage-node protocol: the shard/epoch envelope and the typed
 //!   MOVED / STALE refusals.
 //! - [`metrics`]: the Prometheus metric names, the exporter, per-command handles.
+//! - [`acl`]: users and permissions (`--requirepass`, the ACL file subset), Redis's errors.
 //! - [`args`]: parsing numbers and options out of command arguments with Redis's errors.
 //! - [`glob`]: Redis glob patterns (KEYS, SCAN MATCH, CONFIG GET).
 //! - [`clock`]: wall-clock milliseconds, the unit of every expiry.
 
+pub mod acl;
 pub mod args;
 pub mod balance;
 pub mod clock;

@@ -84,6 +84,11 @@ pub struct ClusterConfig {
     pub hash: String,
     /// When the cluster was created, Unix milliseconds.
     pub created_at_ms: u64,
+    /// The secret proxies present to storage nodes (`AUTH <secret>` on every connection),
+    /// made at random by `ringkv-admin init`. Empty in a cluster created without one: its
+    /// nodes then accept any peer unless given `--secret-file`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub secret: String,
 }
 
 impl ClusterConfig {
@@ -94,6 +99,7 @@ impl ClusterConfig {
             replicas,
             hash: HASH_NAME.to_string(),
             created_at_ms,
+            secret: String::new(),
         };
         config.validate()?;
         Ok(config)

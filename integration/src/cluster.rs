@@ -337,6 +337,8 @@ fn ping(addr: SocketAddr) -> Result<(), String> {
         .map_err(|e| format!("PING: {e}"))?
     {
         Reply::Simple(ref s) if s == b"PONG" => Ok(()),
+        // A storage node serving, that wants the cluster secret first.
+        Reply::Error(ref e) if e.starts_with(b"NOAUTH") => Ok(()),
         other => Err(format!("PING answered {other}")),
     }
 }
@@ -463,6 +465,8 @@ pub struct Cluster {
     proxies: Vec<Proxy>,
     /// Holds every node's and proxy's directory; declared last so it is removed after the
     /// processes using it are stopped.
+    /// The cluster secret every process was given, for connections straight to a node.
+    secret: String,
     root: tempfile::TempDir,
 }
 
@@ -485,14 +489,29 @@ impl Cluster {
             .prefix("ringkv-cluster-")
             .tempdir()
             .expect("creating a temporary cluster dir");
+        // Every process gets the same cluster secret from a file, so the tests can present
+        // it to storage nodes too (the processes would otherwise take the one in etcd).
+        let secret = format!("test-secret-{:016x}", rand::random::<u64>());
+        let secret_file = root.path().join("cluster.secret");
+        fs::write(&secret_file, &secret)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", secret_file.display()));
+        let secret_arg = [
+            "--secret-file".to_string(),
+            secret_file.display().to_string(),
+        ];
+        let mut storage_args = config.storage_args;
+        storage_args.extend(secret_arg.iter().cloned());
+        let mut proxy_args = config.proxy_args;
+        proxy_args.extend(secret_arg.iter().cloned());
         let mut cluster = Cluster {
             etcd: Etcd::start(),
             shards: config.shards,
-            storage_args: config.storage_args,
-            proxy_args: config.proxy_args,
+            storage_args,
+            proxy_args,
             nodes: Vec::new(),
             proxies: Vec::new(),
             root,
+            secret,
         };
         let shards = config.shards.to_string();
         cluster.admin_ok(&["init", "--shards", &shards, "--replicas", "1"]);
@@ -669,9 +688,26 @@ impl Cluster {
     /// A new raw RESP2 connection to storage node `i` (for `INFO` and the internal `SHARD`
     /// command).
     pub fn node_client(&self, i: usize) -> RespClient {
+        let mut client = self.node_client_unauthenticated(i);
+        let reply = client.cmd(&["AUTH", &self.secret]);
+        assert_eq!(
+            reply,
+            Reply::Simple(b"OK".to_vec()),
+            "node {i} refused the cluster secret"
+        );
+        client
+    }
+
+    /// A new raw connection to storage node `i` that has not presented the cluster secret.
+    pub fn node_client_unauthenticated(&self, i: usize) -> RespClient {
         let addr = self.node_addr(i);
         RespClient::connect(addr)
             .unwrap_or_else(|e| panic!("connecting to node {i} on {addr}: {e}"))
+    }
+
+    /// The cluster secret the processes were given.
+    pub fn secret(&self) -> &str {
+        &self.secret
     }
 
     /// `INFO` of storage node `i`, over a fresh connection (which its `connected_clients`
@@ -694,6 +730,7 @@ impl Cluster {
             &format!("node {} to report map_epoch >= {epoch}", self.node_id(i)),
             || {
                 let mut client = RespClient::connect(addr).ok()?;
+                client.command(&["AUTH", &self.secret]).ok()?;
                 let info = info_text(&mut client).ok()?;
                 let seen: u64 = info_field(&info, "map_epoch")?.parse().ok()?;
                 (seen >= epoch).then_some(())

@@ -14,6 +14,9 @@
 //! - [`cluster::Cluster`]: a whole cluster (etcd, `ringkv-admin`, storage nodes, proxies) on
 //!   free loopback ports, with the faults cluster tests inject (kill a node, stop etcd, add a
 //!   node and reassign).
+//! - [`prometheus::Prometheus`]: a real Prometheus on a free port with a generated config, its
+//!   query API over a std-only HTTP GET, and readers for `/metrics` text and PromQL metric
+//!   names (for `tests/monitoring.rs`).
 //! - [`poll_until`]: the only way tests wait: poll a condition until a deadline, never a fixed
 //!   sleep standing in for synchronisation.
 //!
@@ -32,6 +35,8 @@
 //! - `tests/cli_tools.rs`: `redis-cli`, `redis-benchmark`, and ringkv's own flags.
 //! - `tests/cluster.rs`: a real cluster (etcd, storage nodes, proxies): routing across proxies,
 //!   CROSSSLOT, live map changes, etcd down, a dead node, connection multiplexing.
+//! - `tests/monitoring.rs`: every Grafana dashboard query in grafana/dashboards/ evaluated by a
+//!   real Prometheus scraping a real cluster; every metric they name is one the code exports.
 //!
 //! Environment: `RINGKV_BIN`, `REDIS_SERVER_BIN`, `REDIS_CLI_BIN`, `REDIS_BENCHMARK_BIN`
 //! override where the programs are. `tools/redis-as-ringkv.sh` is redis-server behind
@@ -40,6 +45,7 @@
 
 pub mod cluster;
 pub mod etcd;
+pub mod prometheus;
 use std::ffi::OsString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
@@ -618,6 +624,8 @@ fn ping_once(addr: SocketAddr) -> Result<(), String> {
         .map_err(|e| format!("PING: {e}"))?;
     match reply {
         Reply::Simple(ref s) if s == b"PONG" => Ok(()),
+        // Started with --requirepass: it serves, it just wants AUTH first.
+        Reply::Error(ref e) if e.starts_with(b"NOAUTH") => Ok(()),
         other => Err(format!("PING answered {other}")),
     }
 }

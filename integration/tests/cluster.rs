@@ -851,7 +851,49 @@ fn info_on_a_proxy_describes_the_cluster_and_sums_the_nodes_figures() {
     assert_eq!(field("ringkv_nodes_registered"), "2");
     assert_eq!(field("ringkv_etcd_reachable"), "1");
     assert_eq!(field("keyspace_hits"), "30", "hits summed over the nodes");
-    assert_eq!(field("keyspace_misses"), "5", "misses summed over the nodes");
+    assert_eq!(
+        field("keyspace_misses"),
+        "5",
+        "misses summed over the nodes"
+    );
     assert_eq!(field("db0"), "keys=41,expires=1,avg_ttl=0");
     assert!(field("connected_clients").parse::<u64>().expect("a number") >= 1);
+}
+
+#[test]
+fn storage_nodes_serve_only_peers_that_present_the_cluster_secret() {
+    let cluster = Cluster::builder().nodes(1).proxies(1).shards(4).start();
+    let mut proxy = cluster.proxy(0);
+    assert_eq!(proxy.cmd(&["SET", "guarded", "v"]), ok());
+    let epoch = cluster.map_epoch().expect("a map").to_string();
+
+    // No secret: refused, and the connection is closed.
+    let mut stranger = cluster.node_client_unauthenticated(0);
+    let reply = stranger.cmd(&["SHARD", "0", &epoch, "DBSIZE"]);
+    assert!(
+        matches!(&reply, Reply::Error(e) if e.starts_with(b"NOAUTH")),
+        "a request without the secret: {reply}"
+    );
+    assert!(
+        stranger.command(&["PING"]).is_err(),
+        "the node closes the connection after refusing it"
+    );
+    // A wrong secret: refused and closed too.
+    let mut liar = cluster.node_client_unauthenticated(0);
+    let reply = liar.cmd(&["AUTH", "not-the-cluster-secret"]);
+    assert!(
+        matches!(&reply, Reply::Error(e) if e.starts_with(b"WRONGPASS")),
+        "a wrong secret: {reply}"
+    );
+    assert!(liar.command(&["PING"]).is_err());
+    // The right one: served.
+    let mut peer = cluster.node_client(0);
+    let total: i64 = (0..4)
+        .map(|s| {
+            peer.cmd(&["SHARD", &s.to_string(), &epoch, "DBSIZE"])
+                .as_int()
+                .expect("DBSIZE of a served shard")
+        })
+        .sum();
+    assert_eq!(total, 1);
 }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use clap::error::ErrorKind;
 use clap::Parser;
+use ringkv_common::acl::Acl;
 use ringkv_storage::{Fsync, StorageConfig, StorageError};
 
 /// Fewest and most shards a store may have. The count is fixed when the data directory is
@@ -52,6 +53,14 @@ pub struct Cli {
     /// Serve Prometheus metrics on http://ADDR/metrics (off when absent).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
+
+    /// Password clients must give with AUTH (or HELLO … AUTH default PASS) before anything else.
+    #[arg(long, value_name = "PASSWORD", conflicts_with = "aclfile")]
+    pub requirepass: Option<String>,
+
+    /// Users and their permissions, in (a subset of) Redis's ACL file syntax.
+    #[arg(long, value_name = "PATH")]
+    pub aclfile: Option<PathBuf>,
 }
 
 /// A flag whose value cannot be used. Displays as `--flag value: reason` (`--flag: reason`
@@ -85,6 +94,8 @@ pub struct Config {
     pub fsync: Fsync,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Users and permissions.
+    pub acl: Acl,
 }
 
 impl Config {
@@ -115,7 +126,9 @@ impl Config {
         if !cli.in_memory {
             prepare_dir(&cli.dir)?;
         }
+        let acl = load_acl(cli.requirepass.as_deref(), cli.aclfile.as_deref())?;
         Ok(Config {
+            acl,
             bind: cli.bind,
             port: cli.port,
             dir: cli.dir,
@@ -150,6 +163,36 @@ impl Config {
                 reason: err.to_string(),
             },
         }
+    }
+}
+
+/// The users clients authenticate as: `--requirepass` protects the default user, `--aclfile`
+/// defines every user; neither leaves the default user open, as Redis does.
+pub fn load_acl(requirepass: Option<&str>, aclfile: Option<&Path>) -> Result<Acl, ConfigError> {
+    match (requirepass, aclfile) {
+        (Some(_), Some(_)) => Err(ConfigError {
+            flag: "--requirepass",
+            value: String::new(),
+            reason: "cannot be combined with --aclfile (set the default user's password there)"
+                .into(),
+        }),
+        (Some(""), None) => Err(ConfigError {
+            flag: "--requirepass",
+            value: String::new(),
+            reason: "the password cannot be empty".into(),
+        }),
+        (Some(password), None) => Ok(Acl::with_requirepass(password)),
+        (None, Some(path)) => {
+            let fail = |reason: String| ConfigError {
+                flag: "--aclfile",
+                value: path.display().to_string(),
+                reason,
+            };
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| fail(format!("cannot read the file: {e}")))?;
+            Acl::parse(&text).map_err(|e| fail(e.to_string()))
+        }
+        (None, None) => Ok(Acl::open()),
     }
 }
 

@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::context::{ServerContext, TCP_KEEPALIVE_SECS};
-use crate::dispatch::dispatch;
+use crate::dispatch::{authorize, dispatch};
 use crate::session::Session;
 use crate::shutdown::Shutdown;
 use crate::stats::{BatchCounts, ClientGuard, COMMAND_METRICS};
@@ -108,12 +108,18 @@ impl Coalesced {
         }
     }
 
-    /// Takes `args` into the group if it is a blind write; otherwise leaves it to dispatch.
-    fn absorb(&mut self, args: &[Bytes]) -> bool {
+    /// Takes `args` into the group if it is a blind write the session may run; otherwise
+    /// leaves it to dispatch (which answers NOAUTH / NOPERM in order).
+    fn absorb(&mut self, args: &[Bytes], session: &Session) -> bool {
         let name = &args[0];
-        let blind = (args.len() == 3 && name.eq_ignore_ascii_case(b"set"))
-            || (args.len() >= 3 && args.len() % 2 == 1 && name.eq_ignore_ascii_case(b"mset"));
-        if !blind {
+        let spec = if args.len() == 3 && name.eq_ignore_ascii_case(b"set") {
+            self.set_spec
+        } else if args.len() >= 3 && args.len() % 2 == 1 && name.eq_ignore_ascii_case(b"mset") {
+            self.spec
+        } else {
+            return false;
+        };
+        if authorize(session, spec, args).is_err() {
             return false;
         }
         if self.args.is_empty() {
@@ -165,11 +171,12 @@ impl Connection {
         if let Err(err) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
             tracing::debug!(%err, "cannot enable TCP keepalive");
         }
-        let session = Session::new(
+        let mut session = Session::new(
             stream.peer_addr()?,
             stream.local_addr()?,
             stream.as_raw_fd(),
         );
+        session.user = ctx.settings.acl.initial_user();
         Ok(Connection {
             stream,
             input: BytesMut::with_capacity(READ_CHUNK),
@@ -235,6 +242,11 @@ impl Connection {
             match self.parser.parse(&mut self.input, &mut self.args) {
                 Ok(Parsed::Request) if concurrent => match command::resolve(&self.args) {
                     Ok(spec) if spec.route != Route::Local => {
+                        if let Err(reply) = authorize(&self.session, spec, &self.args) {
+                            self.args.clear();
+                            in_flight.push(InFlight::Done(reply));
+                            continue;
+                        }
                         let args = std::mem::replace(&mut self.args, Vec::with_capacity(8));
                         let backend = &ctx.backend;
                         in_flight.push(InFlight::Waiting(Box::pin(async move {
@@ -263,7 +275,8 @@ impl Connection {
                     }
                 },
                 Ok(Parsed::Request)
-                    if ctx.backend.coalesces_writes() && self.coalesced.absorb(&self.args) =>
+                    if ctx.backend.coalesces_writes()
+                        && self.coalesced.absorb(&self.args, &self.session) =>
                 {
                     self.args.clear()
                 }

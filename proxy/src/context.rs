@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use rand::Rng;
+use ringkv_common::acl::Acl;
 use ringkv_common::resp::RequestLimits;
 use ringkv_storage::Fsync;
 
@@ -35,17 +36,20 @@ pub struct Settings {
     pub in_memory: bool,
     /// WAL sync policy.
     pub fsync: Fsync,
+    /// Users and their permissions (`--requirepass`, `--aclfile`).
+    pub acl: Acl,
 }
 
 impl Settings {
     /// A cluster proxy's settings: no data directory of its own, the cluster's shard count.
-    pub fn proxy(addr: SocketAddr, shards: u32) -> Settings {
+    pub fn proxy(addr: SocketAddr, shards: u32, acl: Acl) -> Settings {
         Settings {
             addr,
             dir: PathBuf::new(),
             shards,
             in_memory: false,
             fsync: Fsync::Everysec,
+            acl,
         }
     }
 
@@ -58,6 +62,7 @@ impl Settings {
             shards: config.shards,
             in_memory: config.in_memory,
             fsync: config.fsync,
+            acl: config.acl.clone(),
         }
     }
 }

@@ -8,7 +8,8 @@
 use std::time::Instant;
 
 use bytes::Bytes;
-use ringkv_common::command::{self, Route};
+use ringkv_common::acl::NOAUTH;
+use ringkv_common::command::{self, CommandSpec, Route};
 use ringkv_common::resp::Reply;
 
 use crate::cmd;
@@ -29,6 +30,19 @@ pub struct Outcome {
     pub wrote: bool,
 }
 
+/// Whether the session may run `spec` on `args`: NOAUTH before authentication (except for the
+/// commands that authenticate or leave), NOPERM outside the user's commands or keys.
+#[inline]
+pub fn authorize(session: &Session, spec: &CommandSpec, args: &[Bytes]) -> Result<(), Reply> {
+    if spec.has(command::flag::NO_AUTH) {
+        return Ok(());
+    }
+    match &session.user {
+        None => Err(NOAUTH),
+        Some(user) => user.check(spec, args),
+    }
+}
+
 /// Runs one request. `args` is not empty (the parser never yields an empty request).
 pub async fn dispatch(session: &mut Session, ctx: &ServerContext, args: &[Bytes]) -> Outcome {
     let spec = match command::resolve(args) {
@@ -41,6 +55,13 @@ pub async fn dispatch(session: &mut Session, ctx: &ServerContext, args: &[Bytes]
             }
         }
     };
+    if let Err(reply) = authorize(session, spec, args) {
+        return Outcome {
+            reply,
+            ran: false,
+            wrote: false,
+        };
+    }
     let started = Instant::now();
     let reply = match spec.route {
         Route::Local => cmd::run(spec, args, session, ctx).await,

@@ -61,6 +61,9 @@ pub struct PoolConfig {
     pub backoff_min: Duration,
     /// Longest wait between connection attempts.
     pub backoff_max: Duration,
+    /// The cluster secret, presented (`AUTH <secret>`) on every new connection before any
+    /// request; `None` for a node that asks for none.
+    pub auth: Option<Bytes>,
 }
 
 impl Default for PoolConfig {
@@ -72,6 +75,7 @@ impl Default for PoolConfig {
             connect_timeout: Duration::from_secs(1),
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            auth: None,
         }
     }
 }
@@ -510,6 +514,24 @@ impl ConnTask {
             if let Err(err) = stream.set_nodelay(true) {
                 tracing::debug!(addr = %self.addr, %err, "set_nodelay failed");
             }
+            let mut stream = stream;
+            if let Some(secret) = &self.config.auth {
+                let handshake = present_secret(&mut stream, secret);
+                match tokio::time::timeout(self.config.connect_timeout, handshake).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(reason)) => {
+                        tracing::warn!(addr = %self.addr, %reason, "storage node refused the proxy");
+                        self.down.set(&reason);
+                        wait = true;
+                        continue;
+                    }
+                    Err(_) => {
+                        self.down.set("no answer to the cluster secret");
+                        wait = true;
+                        continue;
+                    }
+                }
+            }
             if connected_before {
                 self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
             }
@@ -678,6 +700,39 @@ async fn read_replies(mut read: OwnedReadHalf, shared: Arc<Shared>) -> Failure {
             },
             () = expired => return Failure::Timeout,
             () = shared.written.notified() => {}
+        }
+    }
+}
+
+/// Presents the cluster secret on a new connection and waits for `+OK`.
+async fn present_secret(stream: &mut TcpStream, secret: &Bytes) -> Result<(), String> {
+    let mut request = Vec::with_capacity(secret.len() + 32);
+    encode_request(&[Bytes::from_static(b"AUTH"), secret.clone()], &mut request);
+    stream
+        .write_all(&request)
+        .await
+        .map_err(|e| format!("sending the cluster secret failed: {e}"))?;
+    let mut buf = BytesMut::with_capacity(256);
+    loop {
+        let read = stream
+            .read_buf(&mut buf)
+            .await
+            .map_err(|e| format!("reading the answer to the cluster secret failed: {e}"))?;
+        if read == 0 {
+            return Err("the node closed the connection instead of accepting the secret".into());
+        }
+        match decode_bytes_mut(&mut buf) {
+            Ok(Some((BytesFrame::SimpleString(ok), _, _))) if &ok[..] == b"OK" => return Ok(()),
+            Ok(Some((BytesFrame::Error(e), _, _))) => {
+                return Err(format!("the node refused the cluster secret: {e}"))
+            }
+            Ok(Some((other, _, _))) => {
+                return Err(format!(
+                    "unexpected answer to the cluster secret: {other:?}"
+                ))
+            }
+            Ok(None) => continue,
+            Err(e) => return Err(format!("undecodable answer to the cluster secret: {e}")),
         }
     }
 }

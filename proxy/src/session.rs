@@ -4,9 +4,11 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use ringkv_common::acl::User;
 use ringkv_common::resp::Protocol;
 
 /// The next client id. Ids are never reused within a process, as Redis's, so CLIENT ID is a
@@ -38,6 +40,8 @@ pub struct Session {
     pub connected_at: Instant,
     /// Set by QUIT: close once the replies so far are written.
     pub closing: bool,
+    /// The authenticated user; `None` until AUTH when the default user needs a password.
+    pub user: Option<Arc<User>>,
 }
 
 impl Session {
@@ -55,15 +59,18 @@ impl Session {
             fd,
             connected_at: Instant::now(),
             closing: false,
+            user: None,
         }
     }
 
-    /// RESET: back to RESP2, database 0, no name. The library name and version stay, as in
-    /// Redis, since they still describe the client behind the connection.
-    pub fn reset(&mut self) {
+    /// RESET: back to RESP2, database 0, no name, and the user a new connection gets
+    /// (`initial`: the default user if it needs no password, else none until AUTH). The
+    /// library name and version stay, as in Redis, since they still describe the client.
+    pub fn reset(&mut self, initial: Option<Arc<User>>) {
         self.protocol = Protocol::Resp2;
         self.name = None;
         self.db = 0;
+        self.user = initial;
     }
 
     /// Sets (or, with an empty value, clears) the name. Validate first with
@@ -122,7 +129,7 @@ mod tests {
         s.protocol = Protocol::Resp3;
         s.set_name(b"n");
         s.lib_name = stored(b"redis-py");
-        s.reset();
+        s.reset(None);
         assert_eq!((s.protocol, s.name.is_none()), (Protocol::Resp2, true));
         assert_eq!(s.lib_name.as_deref(), Some(&b"redis-py"[..]));
     }

@@ -141,6 +141,7 @@ fn config() -> PoolConfig {
         connect_timeout: Duration::from_secs(1),
         backoff_min: Duration::from_millis(10),
         backoff_max: Duration::from_millis(100),
+        auth: None,
     }
 }
 

@@ -31,6 +31,7 @@ async fn start() -> TestServer {
         in_memory: false,
         fsync: Fsync::No,
         metrics_addr: None,
+        acl: ringkv_common::acl::Acl::open(),
     };
     let storage_config = config.storage();
     let storage = tokio::task::spawn_blocking(move || Storage::open(storage_config))

@@ -16,6 +16,7 @@ pub use table::{flag, CommandSpec, KeyRange, Route, COMMANDS};
 #[allow(missing_docs)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Cmd {
+    Auth,
     Ping,
     Echo,
     Hello,

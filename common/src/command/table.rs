@@ -392,6 +392,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     // connection
     local(Cmd::Ping, "ping", -1, FAST, "connection", "1.0.0", "Returns the server's liveliness response.", "[message]"),
     local(Cmd::Echo, "echo", 2, FAST, "connection", "1.0.0", "Returns the given string.", "message"),
+    local(Cmd::Auth, "auth", -2, CONN | NO_AUTH, "connection", "1.0.0", "Authenticates the connection.", "[username] password"),
     local(Cmd::Hello, "hello", -1, CONN | NO_AUTH, "connection", "6.0.0", "Handshakes with the Redis server.", "[protover [AUTH username password] [SETNAME clientname]]"),
     local(Cmd::Quit, "quit", -1, CONN | NO_AUTH, "connection", "1.0.0", "Closes the connection.", ""),
     local(Cmd::Reset, "reset", 1, CONN | NO_AUTH, "connection", "6.2.0", "Resets the connection.", ""),

@@ -11,8 +11,9 @@
 //! cluster already exists or does not, no live node, another admin changed the map first),
 //! with one line on stderr saying why; 2 for usage errors (unknown flag, value out of range).
 //!
-//! This binary only uses `ringkv-common` (ring, balancer, shard map, etcd helpers), never the
-//! proxy's modules: the cluster logic lives in common so the controller can share it.
+//! This binary only uses `ringkv-common` (ring, balancer, shard map, etcd helpers) and `rand`
+//! (the cluster secret), never the proxy's modules: the cluster logic lives in common so the
+//! controller can share it.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
@@ -129,10 +130,21 @@ async fn run(cli: Cli) -> Result<String, AdminError> {
     }
 }
 
+/// A fresh cluster secret: 128 random bits as 32 hex digits, for proxies to present to storage
+/// nodes.
+fn random_secret() -> String {
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    (0..32)
+        .map(|_| char::from(b"0123456789abcdef"[rng.gen_range(0..16)]))
+        .collect()
+}
+
 async fn init(store: &ClusterStore, shards: u32, replicas: u32) -> Result<String, AdminError> {
     let created = u64::try_from(now_ms()).unwrap_or(0);
     // The ranges were checked by the argument parser; this only re-checks the same rules.
-    let config = ClusterConfig::new(shards, replicas, created).map_err(AdminError::Config)?;
+    let mut config = ClusterConfig::new(shards, replicas, created).map_err(AdminError::Config)?;
+    config.secret = random_secret();
     store.init_config(&config).await?;
     Ok(format!(
         "cluster {}: created with {shards} shards, {replicas} replicas, hash {} (config at {})\n",

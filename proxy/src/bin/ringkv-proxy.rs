@@ -10,10 +10,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use ringkv_common::etcd::ClusterStore;
+use ringkv_common::internal::cluster_secret;
 use ringkv_common::shardmap::ClusterConfig;
 use ringkv_proxy::backend::Backend;
 use ringkv_proxy::cluster::config::ProxyConfig;
 use ringkv_proxy::cluster::Cluster;
+use ringkv_proxy::config::load_acl;
 use ringkv_proxy::context::Settings;
 use ringkv_proxy::server::{Server, ServerError};
 use ringkv_proxy::shutdown::terminate_signal;
@@ -43,6 +45,10 @@ fn main() -> ExitCode {
 }
 
 async fn serve(config: ProxyConfig) -> ExitCode {
+    let acl = match load_acl(config.requirepass.as_deref(), config.aclfile.as_deref()) {
+        Ok(acl) => acl,
+        Err(err) => return bad_flag(err.flag, &err.value, &err.reason),
+    };
     if let Some(addr) = config.metrics_addr {
         if let Err(err) = ringkv_common::metrics::install(addr, "proxy") {
             return bad_flag("--metrics-addr", &addr.to_string(), &err.reason);
@@ -55,11 +61,18 @@ async fn serve(config: ProxyConfig) -> ExitCode {
     let Some(cluster_config) = read_cluster_config(&store, &config.cluster).await else {
         return ExitCode::FAILURE;
     };
+    let secret = match cluster_secret(config.secret_file.as_deref(), &cluster_config.secret) {
+        Ok(secret) => secret,
+        Err(reason) => {
+            let file = config.secret_file.as_ref().map(|p| p.display().to_string());
+            return bad_flag("--secret-file", &file.unwrap_or_default(), &reason);
+        }
+    };
     let shards = cluster_config.shards;
-    let cluster = Arc::new(Cluster::start(store, cluster_config, config.pool()));
+    let cluster = Arc::new(Cluster::start(store, cluster_config, config.pool(secret)));
     let server = match Server::bind_addr(
         config.listen,
-        |addr| Settings::proxy(addr, shards),
+        |addr| Settings::proxy(addr, shards, acl),
         Backend::Remote(cluster),
     )
     .await

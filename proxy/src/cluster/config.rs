@@ -42,14 +42,28 @@ pub struct ProxyConfig {
     /// Serve Prometheus metrics on http://ADDR/metrics (off when absent).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+
+    /// Password clients must give with AUTH (or HELLO … AUTH default PASS) before anything else.
+    #[arg(long, value_name = "PASSWORD", conflicts_with = "aclfile")]
+    pub requirepass: Option<String>,
+
+    /// Users and their permissions, in (a subset of) Redis's ACL file syntax.
+    #[arg(long, value_name = "PATH")]
+    pub aclfile: Option<std::path::PathBuf>,
+
+    /// File holding the cluster secret to present to storage nodes (default: the one
+    /// `ringkv-admin init` stored in etcd).
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<std::path::PathBuf>,
 }
 
 impl ProxyConfig {
-    /// The settings of the pools to the storage nodes.
-    pub fn pool(&self) -> PoolConfig {
+    /// The settings of the pools to the storage nodes, presenting `secret`.
+    pub fn pool(&self, secret: Option<bytes::Bytes>) -> PoolConfig {
         PoolConfig {
             connections: usize::from(self.node_connections),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
+            auth: secret,
             ..PoolConfig::default()
         }
     }

@@ -548,7 +548,10 @@ mod tests {
         let one = "# Stats\r\nexpired_keys:2\r\nkeyspace_hits:10\r\nkeyspace_misses:3\r\n\
                    \r\n# Keyspace\r\ndb0:keys=7,expires=1,avg_ttl=0\r\n";
         add_node_info(&mut total, one);
-        add_node_info(&mut total, "keyspace_hits:5\r\nbogus\r\nkeyspace_misses:x\r\n");
+        add_node_info(
+            &mut total,
+            "keyspace_hits:5\r\nbogus\r\nkeyspace_misses:x\r\n",
+        );
         assert_eq!(total.keyspace_hits, 15);
         assert_eq!(total.keyspace_misses, 3);
         assert_eq!(total.expired_keys, 2);

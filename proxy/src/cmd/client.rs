@@ -51,7 +51,7 @@ pub fn info_line(session: &Session) -> String {
         line,
         "id={} addr={} laddr={} fd={} name={} age={} idle=0 flags=N db={} sub=0 psub=0 ssub=0 multi=-1 \
          qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
-         cmd=client|info user=default redir=-1 resp={} lib-name={} lib-ver={}",
+         cmd=client|info user={} redir=-1 resp={} lib-name={} lib-ver={}",
         session.id,
         session.peer,
         session.local,
@@ -59,6 +59,7 @@ pub fn info_line(session: &Session) -> String {
         text(&session.name),
         session.connected_at.elapsed().as_secs(),
         session.db,
+        session.user.as_ref().map_or("default", |u| u.name.as_str()),
         resp,
         text(&session.lib_name),
         text(&session.lib_ver),

@@ -2,6 +2,7 @@
 //! Redis 7's replies and errors.
 
 use bytes::Bytes;
+use ringkv_common::acl::{Acl, AUTH_WITHOUT_PASSWORD, NOAUTH_HELLO, WRONGPASS};
 use ringkv_common::args::{is_opt, NOT_INTEGER};
 use ringkv_common::command::wrong_arity;
 use ringkv_common::resp::request::parse_i64;
@@ -82,18 +83,41 @@ pub fn parse_hello(args: &[Bytes]) -> Result<Hello, Reply> {
     Ok(hello)
 }
 
+/// AUTH [username] password: authenticates as `username` (`default` with one argument).
+pub fn auth(args: &[Bytes], session: &mut Session, acl: &Acl) -> Reply {
+    let (user, password) = match args {
+        [_, password] => {
+            if !acl.default_has_password() {
+                return AUTH_WITHOUT_PASSWORD;
+            }
+            (&b"default"[..], password)
+        }
+        [_, user, password] => (&user[..], password),
+        _ => return ringkv_common::args::SYNTAX,
+    };
+    match acl.authenticate(user, password) {
+        Some(user) => {
+            session.user = Some(user);
+            Reply::Ok
+        }
+        None => WRONGPASS,
+    }
+}
+
 /// HELLO: switches the protocol, authenticates, names the connection, and describes the
-/// server. No password is configured, so the `default` user is accepted with any password,
-/// as redis-server does without `requirepass`; any other user is refused with WRONGPASS.
-pub fn hello(args: &[Bytes], session: &mut Session) -> Reply {
+/// server. A connection that is not authenticated must authenticate in the same HELLO.
+pub fn hello(args: &[Bytes], session: &mut Session, acl: &Acl) -> Reply {
     let hello = match parse_hello(args) {
         Ok(hello) => hello,
         Err(reply) => return reply,
     };
-    if let Some((user, _password)) = &hello.auth {
-        if user.as_ref() != b"default" {
-            return Reply::error("WRONGPASS invalid username-password pair or user is disabled.");
-        }
+    match &hello.auth {
+        Some((user, password)) => match acl.authenticate(user, password) {
+            Some(user) => session.user = Some(user),
+            None => return WRONGPASS,
+        },
+        None if session.user.is_none() => return NOAUTH_HELLO,
+        None => {}
     }
     if let Some(name) = &hello.setname {
         session.set_name(name);
@@ -200,8 +224,11 @@ mod tests {
     #[test]
     fn hello_switches_protocol_and_describes_the_server() {
         let addr = "127.0.0.1:1".parse().expect("addr");
+        let acl = Acl::open();
         let mut session = Session::new(addr, addr, 3);
-        let Reply::Map(fields) = hello(&args(&["HELLO", "3", "SETNAME", "app"]), &mut session)
+        session.user = acl.initial_user();
+        let Reply::Map(fields) =
+            hello(&args(&["HELLO", "3", "SETNAME", "app"]), &mut session, &acl)
         else {
             panic!("HELLO answers a map");
         };
@@ -211,7 +238,11 @@ mod tests {
         assert_eq!(fields[2], (Reply::bulk_static(b"proto"), Reply::Int(3)));
         assert_eq!(fields[3].1, Reply::Int(session.id as i64));
 
-        let e = hello(&args(&["HELLO", "2", "AUTH", "bob", "pw"]), &mut session);
+        let e = hello(
+            &args(&["HELLO", "2", "AUTH", "bob", "pw"]),
+            &mut session,
+            &acl,
+        );
         assert_eq!(
             err(e),
             "WRONGPASS invalid username-password pair or user is disabled."
@@ -220,6 +251,41 @@ mod tests {
             session.protocol,
             Protocol::Resp3,
             "a failed HELLO changes nothing"
+        );
+    }
+
+    #[test]
+    fn auth_and_hello_follow_the_default_users_password() {
+        let addr = "127.0.0.1:1".parse().expect("addr");
+        let acl = Acl::with_requirepass("sekret");
+        let mut session = Session::new(addr, addr, 3);
+        session.user = acl.initial_user();
+        assert!(session.user.is_none());
+        assert_eq!(
+            hello(&args(&["HELLO", "3"]), &mut session, &acl),
+            NOAUTH_HELLO
+        );
+        assert_eq!(
+            auth(&args(&["AUTH", "nope"]), &mut session, &acl),
+            WRONGPASS
+        );
+        assert_eq!(
+            auth(&args(&["AUTH", "sekret"]), &mut session, &acl),
+            Reply::Ok
+        );
+        assert_eq!(
+            session.user.as_ref().map(|u| u.name.as_str()),
+            Some("default")
+        );
+        let open = Acl::open();
+        assert_eq!(
+            auth(&args(&["AUTH", "x"]), &mut session, &open),
+            AUTH_WITHOUT_PASSWORD
+        );
+        assert_eq!(
+            auth(&args(&["AUTH", "default", "x"]), &mut session, &open),
+            Reply::Ok,
+            "the open default user takes any password"
         );
     }
 

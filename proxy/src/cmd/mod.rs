@@ -28,13 +28,14 @@ pub async fn run(
     match spec.cmd {
         Cmd::Ping => connection::ping(args),
         Cmd::Echo => Reply::Bulk(args[1].clone()),
-        Cmd::Hello => connection::hello(args, session),
+        Cmd::Hello => connection::hello(args, session, &ctx.settings.acl),
         Cmd::Quit => {
             session.closing = true;
             Reply::Ok
         }
+        Cmd::Auth => connection::auth(args, session, &ctx.settings.acl),
         Cmd::Reset => {
-            session.reset();
+            session.reset(ctx.settings.acl.initial_user());
             Reply::status("RESET")
         }
         Cmd::Select => connection::select(&args[1]),

@@ -63,6 +63,11 @@ pub struct NodeConfig {
     /// Serve Prometheus metrics on http://ADDR/metrics (off when absent).
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+
+    /// File holding the cluster secret proxies must present (default: the one
+    /// `ringkv-admin init` stored in etcd).
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<PathBuf>,
 }
 
 /// A flag whose value cannot be used: `--flag value: reason`.

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ringkv_common::etcd::ClusterStore;
+use ringkv_common::internal::cluster_secret;
 use ringkv_common::shardmap::{ClusterConfig, NodeInfo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -72,6 +73,31 @@ pub async fn run(config: NodeConfig, stop: impl Future<Output = ()>) -> Result<(
         })?;
     }
     let cluster = read_cluster_config(&store, &config.cluster).await?;
+    let secret =
+        cluster_secret(config.secret_file.as_deref(), &cluster.secret).map_err(|reason| {
+            FlagError {
+                flag: "--secret-file",
+                value: config
+                    .secret_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                reason,
+            }
+        })?;
+    if secret.is_none() {
+        if !config.listen.ip().is_loopback() {
+            return Err(FlagError {
+                flag: "--listen",
+                value: config.listen.to_string(),
+                reason: "a storage node without a cluster secret only listens on loopback: \
+                         give --secret-file (or create the cluster with a current ringkv-admin)"
+                    .into(),
+            }
+            .into());
+        }
+        tracing::warn!("no cluster secret: any local process can reach this node's data");
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|err| FlagError {
@@ -90,6 +116,7 @@ pub async fn run(config: NodeConfig, stop: impl Future<Output = ()>) -> Result<(
         connections: AtomicU64::new(0),
         commands: AtomicU64::new(0),
         refused: AtomicU64::new(0),
+        secret,
     });
     let membership = Membership {
         store,

@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use ringkv_common::command::{self, flag, Route};
-use ringkv_common::internal::{open_envelope, Refusal, SHARD};
+use ringkv_common::internal::{
+    open_envelope, secret_matches, Refusal, AUTH, NOAUTH_NODE, SHARD, WRONG_SECRET,
+};
 use ringkv_common::metrics::names;
 use ringkv_common::resp::{Parsed, Protocol, Reply, RequestLimits, RequestParser};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,6 +45,8 @@ pub struct NodeContext {
     pub commands: AtomicU64,
     /// Requests refused with MOVED or STALE, for INFO.
     pub refused: AtomicU64,
+    /// The cluster secret every connection must present first; `None`: no check.
+    pub secret: Option<Bytes>,
 }
 
 /// Counts a connection for as long as it lives.
@@ -84,6 +88,7 @@ async fn run(
     let mut output = BytesMut::with_capacity(READ_CHUNK);
     let mut parser = RequestParser::new(RequestLimits::default());
     let mut args: Vec<Bytes> = Vec::with_capacity(8);
+    let mut authenticated = ctx.secret.is_none();
     loop {
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
@@ -100,6 +105,16 @@ async fn run(
         let mut close = false;
         loop {
             match parser.parse(&mut input, &mut args) {
+                Ok(Parsed::Request) if !authenticated => {
+                    let reply = present_secret(ctx, &args);
+                    args.clear();
+                    authenticated = matches!(reply, Reply::Ok);
+                    reply.encode(Protocol::Resp2, &mut output);
+                    if !authenticated {
+                        close = true;
+                        break;
+                    }
+                }
                 Ok(Parsed::Request) => {
                     let (reply, writes, quit) = handle(ctx, &args).await;
                     args.clear();
@@ -132,6 +147,25 @@ async fn run(
         if close {
             return Ok(());
         }
+    }
+}
+
+/// The reply to a connection's first request when the node has a secret: `+OK` for
+/// `AUTH <secret>`, an error (after which the connection is closed) for anything else.
+fn present_secret(ctx: &NodeContext, args: &[Bytes]) -> Reply {
+    let Some(secret) = &ctx.secret else {
+        return Reply::Ok;
+    };
+    match args {
+        [name, given] if name.eq_ignore_ascii_case(AUTH) => {
+            if secret_matches(given, secret) {
+                Reply::Ok
+            } else {
+                tracing::warn!("a peer presented a wrong cluster secret");
+                WRONG_SECRET
+            }
+        }
+        _ => NOAUTH_NODE,
     }
 }
 
@@ -182,6 +216,9 @@ async fn handle(ctx: &NodeContext, args: &[Bytes]) -> (Reply, bool, bool) {
         Reply::Verbatim(Bytes::from(info(ctx, &stats, keyspace)))
     } else if name.eq_ignore_ascii_case(b"quit") {
         return (Reply::Ok, false, true);
+    } else if name.eq_ignore_ascii_case(AUTH) {
+        // Already authenticated (or no secret): a repeated AUTH changes nothing.
+        Reply::Ok
     } else {
         Reply::error(
             "ERR this is a ringkv storage node: send commands to a ringkv proxy \

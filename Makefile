@@ -12,7 +12,7 @@ BIN := $(BIN_DIR)/ringkv
 # Extra flags for `make run`, e.g. make run ARGS="--in-memory".
 ARGS ?=
 
-.PHONY: help build run test lint fmt bench clean cluster cluster-stop cluster-status monitor
+.PHONY: help build run test lint fmt bench fuzz clean cluster cluster-stop cluster-status monitor
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -43,6 +43,9 @@ fmt: ## format the code
 
 bench: ## compare ringkv with redis-server and twemproxy (N=, ROUNDS= override)
 	scripts/bench.sh
+
+fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60) on nightly; fails on a crash
+	scripts/fuzz.sh
 
 clean: ## remove ./data (keeps cargo's build cache: RocksDB is slow to rebuild)
 	rm -rf ./data

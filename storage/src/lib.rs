@@ -26,7 +26,8 @@ mod locks;
 pub mod metrics;
 pub mod node;
 mod strings;
-mod value;
+/// The stored value header (format version, type, expiry), public for the fuzz targets.
+pub mod value;
 mod walk;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -20,6 +20,7 @@
 //! - [`acl`]: users and permissions (`--requirepass`, the ACL file subset), Redis's errors.
 //! - [`args`]: parsing numbers and options out of command arguments with Redis's errors.
 //! - [`glob`]: Redis glob patterns (KEYS, SCAN MATCH, CONFIG GET).
+//! - [`signal`]: SIGTERM / SIGINT, the shutdown signals of every binary.
 //! - [`clock`]: wall-clock milliseconds, the unit of every expiry.
 
 pub mod acl;
@@ -36,3 +37,4 @@ pub mod placement;
 pub mod resp;
 pub mod ring;
 pub mod shardmap;
+pub mod signal;

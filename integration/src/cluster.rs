@@ -322,6 +322,28 @@ impl Process {
     }
 }
 
+/// Whether every thread of `pid` is stopped (state `T`), as after SIGSTOP takes effect.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut any = false;
+    for task in tasks.flatten() {
+        let Ok(stat) = fs::read_to_string(task.path().join("stat")) else {
+            return false;
+        };
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next());
+        if !matches!(state, Some("T") | Some("t")) {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
 /// Why a process did not come up.
 enum Startup {
     Exited(ExitStatus),
@@ -765,6 +787,15 @@ impl Cluster {
         );
         node.process.signal(libc::SIGSTOP);
         node.process.paused = true;
+        // kill(2) only queues the signal: wait until every thread is stopped, or a request
+        // sent right after could still be answered.
+        if let Some(pid) = node.process.pid() {
+            poll_until(
+                STARTUP_DEADLINE,
+                &format!("{} to stop", node.process.label),
+                || all_threads_stopped(pid).then_some(()),
+            );
+        }
     }
 
     /// SIGCONT to node `i` after [`Cluster::pause_node`].

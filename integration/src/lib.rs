@@ -194,6 +194,31 @@ pub fn poll_until<T>(timeout: Duration, what: &str, mut probe: impl FnMut() -> O
     }
 }
 
+/// Raises this test process's soft limit on open files to `want` (tests that hold thousands
+/// of sockets); panics if the hard limit is lower.
+pub fn raise_open_files_limit(want: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a live rlimit.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(rc, 0, "getrlimit: {}", io::Error::last_os_error());
+    if limit.rlim_cur >= want {
+        return;
+    }
+    assert!(
+        limit.rlim_max >= want,
+        "the hard limit on open files ({}) is below the {want} this test needs: raise it with \
+         `ulimit -Hn {want}` (as root)",
+        limit.rlim_max
+    );
+    limit.rlim_cur = want;
+    // SAFETY: as above.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    assert_eq!(rc, 0, "setrlimit: {}", io::Error::last_os_error());
+}
+
 /// Runs `cmd` to completion with `stdin` as its standard input, killing it and panicking if it
 /// is still running after `deadline` (tools like `redis-benchmark` spin forever when the
 /// server is gone).

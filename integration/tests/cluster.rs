@@ -22,7 +22,7 @@ use ringkv_common::etcd::ClusterStore;
 use ringkv_common::placement::shard_of;
 use ringkv_common::shardmap::ShardMap;
 use ringkv_integration::cluster::{info_field, Cluster};
-use ringkv_integration::{Reply, RespClient};
+use ringkv_integration::{raise_open_files_limit, Reply, RespClient};
 use tokio::runtime::Runtime;
 
 /// The redis crate's default response timeout (500 ms) is too tight for two busy cores; a
@@ -784,31 +784,6 @@ fn poll_get(client: &mut RespClient, key: &str) -> Reply {
             (!reply.is_error()).then_some(reply)
         },
     )
-}
-
-/// Raises this process's soft limit on open files to at least `want` (children inherit it):
-/// a thousand client sockets plus the proxy's own.
-fn raise_open_files_limit(want: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a live rlimit.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    assert_eq!(rc, 0, "getrlimit: {}", std::io::Error::last_os_error());
-    if limit.rlim_cur >= want {
-        return;
-    }
-    assert!(
-        limit.rlim_max >= want,
-        "the hard limit on open files ({}) is below the {want} this test needs: raise it with \
-         `ulimit -Hn {want}` (as root)",
-        limit.rlim_max
-    );
-    limit.rlim_cur = want;
-    // SAFETY: as above.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
-    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
 }
 
 #[test]

@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ringkv_integration::cluster::Cluster;
-use ringkv_integration::{escape, RespClient, Server};
+use ringkv_integration::{escape, raise_open_files_limit, RespClient, Server};
 
 /// Resident memory of process `pid` in bytes.
 fn rss(pid: u32) -> u64 {
@@ -22,28 +22,6 @@ fn rss(pid: u32) -> u64 {
         .and_then(|kb| kb.parse::<u64>().ok())
         .expect("VmRSS")
         * 1024
-}
-
-fn raise_open_files_limit(want: u64) {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a live rlimit.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    assert_eq!(rc, 0, "getrlimit: {}", std::io::Error::last_os_error());
-    if limit.rlim_cur >= want {
-        return;
-    }
-    assert!(
-        limit.rlim_max >= want,
-        "the hard limit on open files ({}) is below the {want} this test needs",
-        limit.rlim_max
-    );
-    limit.rlim_cur = want;
-    // SAFETY: as above.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
-    assert_eq!(rc, 0, "setrlimit: {}", std::io::Error::last_os_error());
 }
 
 /// Opens clients until one is turned away; returns the reply bytes of the one turned away.

@@ -29,7 +29,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(node::run(config, terminate_signal())) {
+    match runtime.block_on(node::run(config, ringkv_common::signal::terminate_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(NodeError::Flag(err)) => {
             eprintln!("ringkv-storage: {err}");
@@ -39,22 +39,5 @@ fn main() -> ExitCode {
             eprintln!("ringkv-storage: {err}");
             ExitCode::FAILURE
         }
-    }
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn terminate_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(err) => {
-            tracing::error!(%err, "cannot listen for SIGTERM; stop with SIGINT");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

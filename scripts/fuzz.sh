@@ -94,8 +94,8 @@ if ((${#failed[@]})); then
     echo
     echo "fuzz.sh: crashers in: ${failed[*]}"
     for t in "${failed[@]}"; do
-        echo "  replay: (cd fuzz && cargo +nightly fuzz run --target-dir $TARGET_DIR $t ../fuzz/artifacts/$t/FILE)"
-        echo "  decode: (cd fuzz && cargo +nightly fuzz fmt --target-dir $TARGET_DIR $t ../fuzz/artifacts/$t/FILE)"
+        echo "  replay: (cd fuzz && cargo +nightly fuzz run --target-dir $TARGET_DIR $t artifacts/$t/FILE)"
+        echo "  decode: (cd fuzz && cargo +nightly fuzz fmt --target-dir $TARGET_DIR $t artifacts/$t/FILE)"
     done
     echo "Copy each input to fuzz/regressions/TARGET/ and add a regression test (fuzz/README.md)."
     exit 1

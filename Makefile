@@ -30,7 +30,9 @@ test: ## install deps, check format, clippy, build, run every test
 	scripts/install-deps.sh build test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
-	$(CARGO) build --release --workspace --bins
+	# --all-targets: the binaries the integration tests start, built with the same features
+	# as the tests themselves (a --bins build resolves features differently and recompiles).
+	$(CARGO) build --release --workspace --all-targets
 	$(CARGO) test --release --workspace
 
 lint: ## check format and run clippy (warnings are errors)

@@ -14,7 +14,8 @@ declare -A PACKAGES=(
   [run]="redis-tools"
   [lint]="build-essential pkg-config libclang-dev protobuf-compiler"
   # prometheus: tests/monitoring.rs evaluates every dashboard query in a real one.
-  [test]="redis-server redis-tools etcd-server prometheus"
+  # openssl: tests/tls.rs makes its certificates with the openssl command line.
+  [test]="redis-server redis-tools etcd-server prometheus openssl"
   # `make monitor`: a Prometheus scraping the `make cluster` processes.
   [monitor]="prometheus"
   [bench]="redis-server redis-tools nutcracker"

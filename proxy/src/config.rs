@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use clap::error::ErrorKind;
 use clap::Parser;
 use ringkv_common::acl::Acl;
+
+use crate::tls::Tls;
 use ringkv_storage::{Fsync, StorageConfig, StorageError};
 
 /// Fewest and most shards a store may have. The count is fixed when the data directory is
@@ -61,6 +63,83 @@ pub struct Cli {
     /// Users and their permissions, in (a subset of) Redis's ACL file syntax.
     #[arg(long, value_name = "PATH")]
     pub aclfile: Option<PathBuf>,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub limits: ClientLimits,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: TlsFlags,
+}
+
+/// Limits on clients, the same flags on `ringkv` and `ringkv-proxy` (Redis's names and
+/// defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::Args)]
+pub struct ClientLimits {
+    /// Most clients connected at once; beyond it a new connection gets
+    /// `-ERR max number of clients reached` and is closed.
+    #[arg(long, value_name = "N", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub maxclients: u64,
+
+    /// Close a client idle for this many seconds (0: never).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    pub timeout: u64,
+
+    /// Largest bulk argument a request may carry, in bytes (Redis's proto-max-bulk-len).
+    #[arg(long, value_name = "BYTES", default_value_t = 512 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1024..=(1u64 << 32)))]
+    pub proto_max_bulk_len: u64,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        ClientLimits {
+            maxclients: 10_000,
+            timeout: 0,
+            proto_max_bulk_len: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// TLS on the client port: the same flags on `ringkv` and `ringkv-proxy`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct TlsFlags {
+    /// PEM certificate chain: with --tls-key, the client port speaks TLS only.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// PEM CA certificates: clients must present a certificate signed by one of them.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl TlsFlags {
+    /// The TLS set-up, if asked for; the error names the flag whose file is unusable.
+    pub fn load(&self) -> Result<Option<Tls>, ConfigError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        Tls::load(cert, key, self.tls_ca.as_deref())
+            .map(Some)
+            .map_err(|(flag, reason)| {
+                let value = match flag {
+                    "--tls-key" => key,
+                    "--tls-ca" => self.tls_ca.as_ref().unwrap_or(cert),
+                    _ => cert,
+                };
+                ConfigError {
+                    flag,
+                    value: value.display().to_string(),
+                    reason,
+                }
+            })
+    }
 }
 
 /// A flag whose value cannot be used. Displays as `--flag value: reason` (`--flag: reason`
@@ -96,6 +175,10 @@ pub struct Config {
     pub metrics_addr: Option<std::net::SocketAddr>,
     /// Users and permissions.
     pub acl: Acl,
+    /// Client limits.
+    pub limits: ClientLimits,
+    /// TLS on the client port.
+    pub tls: Option<Tls>,
 }
 
 impl Config {
@@ -127,8 +210,11 @@ impl Config {
             prepare_dir(&cli.dir)?;
         }
         let acl = load_acl(cli.requirepass.as_deref(), cli.aclfile.as_deref())?;
+        let tls = cli.tls.load()?;
         Ok(Config {
             acl,
+            limits: cli.limits,
+            tls,
             bind: cli.bind,
             port: cli.port,
             dir: cli.dir,

@@ -26,6 +26,7 @@ use crate::dispatch::{authorize, dispatch};
 use crate::session::Session;
 use crate::shutdown::Shutdown;
 use crate::stats::{BatchCounts, ClientGuard, COMMAND_METRICS};
+use crate::tls::{ClientStream, Tls};
 
 /// Initial read buffer: Redis's default query buffer chunk. Most requests are far smaller,
 /// so one read usually takes a whole pipeline batch; larger requests grow it as needed.
@@ -60,9 +61,12 @@ enum Next {
     Close,
 }
 
+/// How long a TLS client may take to complete its handshake.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A client connection and its buffers.
 pub struct Connection {
-    stream: TcpStream,
+    stream: ClientStream,
     input: BytesMut,
     output: BytesMut,
     parser: RequestParser,
@@ -154,6 +158,12 @@ pub async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, mut shutdown: Shu
             return;
         }
     };
+    if let Some(tls) = &ctx.settings.tls {
+        if let Err(err) = conn.start_tls(tls).await {
+            tracing::debug!(peer = %conn.session.peer, %err, "TLS handshake failed");
+            return;
+        }
+    }
     let peer = conn.session.peer;
     match conn.run(&ctx, &mut shutdown).await {
         Ok(()) => tracing::debug!(%peer, id = conn.session.id, "client closed"),
@@ -161,7 +171,30 @@ pub async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, mut shutdown: Shu
     }
 }
 
+/// Completes after `seconds` (never, for 0): `--timeout`, Redis's idle-client limit.
+async fn idle_for(seconds: u64) {
+    if seconds == 0 {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+}
+
 impl Connection {
+    /// Runs the TLS handshake (bounded by [`TLS_HANDSHAKE_TIMEOUT`]); from then on the
+    /// connection speaks TLS.
+    pub async fn start_tls(&mut self, tls: &Tls) -> io::Result<()> {
+        let plain = std::mem::replace(&mut self.stream, ClientStream::Closed);
+        let ClientStream::Plain(tcp) = plain else {
+            self.stream = plain;
+            return Err(io::Error::other("TLS is already running"));
+        };
+        let tls_stream = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.accept(tcp))
+            .await
+            .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out"))??;
+        self.stream = ClientStream::Tls(Box::new(tls_stream));
+        Ok(())
+    }
+
     /// Sets the socket up (no Nagle delay: replies go out as soon as they are written;
     /// keepalive probes to notice dead peers) and starts a session.
     pub fn new(stream: TcpStream, ctx: &ServerContext) -> io::Result<Connection> {
@@ -178,7 +211,7 @@ impl Connection {
         );
         session.user = ctx.settings.acl.initial_user();
         Ok(Connection {
-            stream,
+            stream: ClientStream::Plain(stream),
             input: BytesMut::with_capacity(READ_CHUNK),
             output: BytesMut::with_capacity(READ_CHUNK),
             parser: RequestParser::new(ctx.limits),
@@ -196,10 +229,15 @@ impl Connection {
             if self.input.capacity() - self.input.len() < MIN_READ_ROOM {
                 self.input.reserve(READ_CHUNK);
             }
+            let idle = ctx.settings.limits.timeout;
             let read = tokio::select! {
                 biased;
                 () = shutdown.recv() => return Ok(()),
                 read = self.stream.read_buf(&mut self.input) => read?,
+                () = idle_for(idle) => {
+                    tracing::debug!(peer = %self.session.peer, idle, "closing an idle client");
+                    return Ok(());
+                }
             };
             if read == 0 {
                 return Ok(());

@@ -12,12 +12,9 @@ use ringkv_common::resp::RequestLimits;
 use ringkv_storage::Fsync;
 
 use crate::backend::Backend;
-use crate::config::Config;
+use crate::config::{ClientLimits, Config};
 use crate::stats::Stats;
-
-/// Most clients served at once, as Redis's default `maxclients`; beyond it new connections
-/// get `-ERR max number of clients reached` and are closed.
-pub const MAX_CLIENTS: u64 = 10_000;
+use crate::tls::Tls;
 
 /// Seconds of idleness before TCP keepalive probes start, as Redis's default `tcp-keepalive`:
 /// dead peers behind NATs and firewalls are noticed and their connections freed.
@@ -38,11 +35,21 @@ pub struct Settings {
     pub fsync: Fsync,
     /// Users and their permissions (`--requirepass`, `--aclfile`).
     pub acl: Acl,
+    /// `--maxclients`, `--timeout`, `--proto-max-bulk-len`.
+    pub limits: ClientLimits,
+    /// TLS on the client port, when configured.
+    pub tls: Option<Tls>,
 }
 
 impl Settings {
     /// A cluster proxy's settings: no data directory of its own, the cluster's shard count.
-    pub fn proxy(addr: SocketAddr, shards: u32, acl: Acl) -> Settings {
+    pub fn proxy(
+        addr: SocketAddr,
+        shards: u32,
+        acl: Acl,
+        limits: ClientLimits,
+        tls: Option<Tls>,
+    ) -> Settings {
         Settings {
             addr,
             dir: PathBuf::new(),
@@ -50,6 +57,8 @@ impl Settings {
             in_memory: false,
             fsync: Fsync::Everysec,
             acl,
+            limits,
+            tls,
         }
     }
 
@@ -63,6 +72,8 @@ impl Settings {
             in_memory: config.in_memory,
             fsync: config.fsync,
             acl: config.acl.clone(),
+            limits: config.limits,
+            tls: config.tls.clone(),
         }
     }
 }
@@ -97,11 +108,15 @@ impl ServerContext {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
+        let limits = RequestLimits {
+            max_bulk_len: usize::try_from(settings.limits.proto_max_bulk_len).unwrap_or(usize::MAX),
+            ..RequestLimits::default()
+        };
         ServerContext {
             settings,
             stats: Stats::default(),
             backend,
-            limits: RequestLimits::default(),
+            limits,
             started: Instant::now(),
             started_unix,
             run_id,

@@ -19,6 +19,7 @@
 //! - [`pool`]: pooled, pipelined connections to one storage node, for the cluster backend.
 //! - [`context`]: what all connections share: settings, counters, backend.
 //! - [`stats`]: lock-free counters for INFO.
+//! - [`tls`]: TLS on the client port (rustls).
 //! - [`process`]: facts about this process for INFO (memory, CPU, OS).
 
 #![warn(missing_docs)]
@@ -36,3 +37,4 @@ pub mod server;
 pub mod session;
 pub mod shutdown;
 pub mod stats;
+pub mod tls;

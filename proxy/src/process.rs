@@ -72,6 +72,32 @@ pub fn executable() -> &'static str {
     })
 }
 
+/// Raises this process's soft limit on open files to at least `want` (up to the hard limit),
+/// as Redis does for `maxclients`: a server that may hold 10,000 clients must be allowed that
+/// many sockets. Returns the limit in force afterwards.
+pub fn raise_open_files_limit(want: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid resource and a pointer to a live rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    if limit.rlim_cur >= want {
+        return limit.rlim_cur;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want.min(limit.rlim_max),
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: as above.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        return limit.rlim_cur;
+    }
+    raised.rlim_cur
+}
+
 /// A byte count as Redis's `bytesToHuman` writes it: `512B`, `1.50K`, `2.00M`, `1.00G`…
 pub fn bytes_to_human(n: u64) -> String {
     if n < 1024 {

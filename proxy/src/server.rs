@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::connection;
-use crate::context::{ServerContext, Settings, MAX_CLIENTS};
+use crate::context::{ServerContext, Settings};
 use crate::shutdown::ShutdownController;
 
 /// How long shutdown waits for connections to finish their current batch before flushing
@@ -73,6 +73,16 @@ impl Server {
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
         let ctx = Arc::new(ServerContext::new(settings(local), backend));
+        // Room for every allowed client plus the server's own files and connections.
+        let want = ctx.settings.limits.maxclients + 128;
+        let got = crate::process::raise_open_files_limit(want);
+        if got < want {
+            tracing::warn!(
+                maxclients = ctx.settings.limits.maxclients,
+                open_files = got,
+                "the open-file limit is below maxclients: raise it (ulimit -n) or lower --maxclients"
+            );
+        }
         Ok(Server { listener, ctx })
     }
 
@@ -127,7 +137,7 @@ async fn accept_loop(
         match listener.accept().await {
             Ok((stream, _)) => {
                 backoff = Duration::from_millis(10);
-                if ctx.stats.connected_clients.load(Relaxed) >= MAX_CLIENTS {
+                if ctx.stats.connected_clients.load(Relaxed) >= ctx.settings.limits.maxclients {
                     reject(stream, ctx);
                     continue;
                 }

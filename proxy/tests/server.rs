@@ -32,6 +32,8 @@ async fn start() -> TestServer {
         fsync: Fsync::No,
         metrics_addr: None,
         acl: ringkv_common::acl::Acl::open(),
+        limits: ringkv_proxy::config::ClientLimits::default(),
+        tls: None,
     };
     let storage_config = config.storage();
     let storage = tokio::task::spawn_blocking(move || Storage::open(storage_config))

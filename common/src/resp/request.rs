@@ -12,6 +12,11 @@ use bytes::{Buf, Bytes, BytesMut};
 /// (Redis's `PROTO_INLINE_MAX_SIZE`).
 pub const INLINE_MAX_SIZE: usize = 64 * 1024;
 
+/// Most a parser reserves ahead of the bytes of a bulk argument that has been announced but
+/// has not arrived: large enough that big values are read in few, large steps, small enough
+/// that announcing (and never sending) the largest bulk costs a connection nothing much.
+pub const MAX_PREALLOC: usize = 1 << 20;
+
 /// Protocol limits a server enforces on requests.
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLimits {
@@ -135,7 +140,10 @@ impl RequestParser {
                 }
             };
             if buf.len() < len + 2 {
-                buf.reserve(len + 2 - buf.len());
+                // Room for what is missing, but never more than MAX_PREALLOC ahead of the
+                // bytes that arrived: a 16-byte header announcing 512 MiB must not make the
+                // server reserve 512 MiB (per connection) before any of it is sent.
+                buf.reserve((len + 2 - buf.len()).min(MAX_PREALLOC));
                 return Ok(Parsed::Incomplete);
             }
             args.push(buf.split_to(len).freeze());

@@ -49,6 +49,10 @@ async fn serve(config: ProxyConfig) -> ExitCode {
         Ok(acl) => acl,
         Err(err) => return bad_flag(err.flag, &err.value, &err.reason),
     };
+    let tls = match config.tls.load() {
+        Ok(tls) => tls,
+        Err(err) => return bad_flag(err.flag, &err.value, &err.reason),
+    };
     if let Some(addr) = config.metrics_addr {
         if let Err(err) = ringkv_common::metrics::install(addr, "proxy") {
             return bad_flag("--metrics-addr", &addr.to_string(), &err.reason);
@@ -72,7 +76,7 @@ async fn serve(config: ProxyConfig) -> ExitCode {
     let cluster = Arc::new(Cluster::start(store, cluster_config, config.pool(secret)));
     let server = match Server::bind_addr(
         config.listen,
-        |addr| Settings::proxy(addr, shards, acl),
+        |addr| Settings::proxy(addr, shards, acl, config.limits, tls),
         Backend::Remote(cluster),
     )
     .await

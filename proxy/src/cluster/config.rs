@@ -51,6 +51,14 @@ pub struct ProxyConfig {
     #[arg(long, value_name = "PATH")]
     pub aclfile: Option<std::path::PathBuf>,
 
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub limits: crate::config::ClientLimits,
+
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub tls: crate::config::TlsFlags,
+
     /// File holding the cluster secret to present to storage nodes (default: the one
     /// `ringkv-admin init` stored in etcd).
     #[arg(long, value_name = "PATH")]

@@ -8,7 +8,7 @@ use ringkv_common::args::SYNTAX;
 use ringkv_common::resp::Reply;
 
 use super::{help_reply, quoted};
-use crate::context::{ServerContext, MAX_CLIENTS, TCP_KEEPALIVE_SECS};
+use crate::context::{ServerContext, TCP_KEEPALIVE_SECS};
 use ringkv_common::glob::{glob_match, is_pattern};
 
 /// Every parameter CONFIG GET knows, with its current value, in a fixed order. The names are
@@ -26,8 +26,8 @@ pub fn config_table(ctx: &ServerContext) -> Vec<(&'static str, String)> {
         ("appendfsync", s.fsync.name().into()),
         ("maxmemory", "0".into()),
         ("maxmemory-policy", "noeviction".into()),
-        ("maxclients", MAX_CLIENTS.to_string()),
-        ("timeout", "0".into()),
+        ("maxclients", s.limits.maxclients.to_string()),
+        ("timeout", s.limits.timeout.to_string()),
         ("tcp-keepalive", TCP_KEEPALIVE_SECS.to_string()),
         ("proto-max-bulk-len", ctx.limits.max_bulk_len.to_string()),
         ("requirepass", String::new()),

@@ -11,7 +11,7 @@ use ringkv_common::resp::Reply;
 use ringkv_storage::StorageStats;
 
 use super::connection::REDIS_VERSION;
-use crate::context::{ServerContext, MAX_CLIENTS};
+use crate::context::ServerContext;
 use crate::process;
 
 /// The sections ringkv reports, in the order Redis prints them.
@@ -176,7 +176,7 @@ fn fields(
                 count(stats.connected_clients.load(Relaxed)),
             ),
             ("cluster_connections", "0".into()),
-            ("maxclients", count(MAX_CLIENTS)),
+            ("maxclients", count(ctx.settings.limits.maxclients)),
             ("blocked_clients", "0".into()),
             ("tracking_clients", "0".into()),
             ("clients_in_timeout_table", "0".into()),

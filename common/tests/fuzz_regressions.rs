@@ -34,13 +34,6 @@ fn regressions(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
 #[test]
 fn resp_request_regression_inputs_replay_cleanly() {
     for (path, input) in regressions("resp_request") {
-        // The preallocation bug below has its own (ignored) test.
-        if path
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("oom-"))
-        {
-            continue;
-        }
         println!("replaying {}", path.display());
         resp::check(&input);
     }

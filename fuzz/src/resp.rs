@@ -1,10 +1,13 @@
 //! The request parser on arbitrary bytes: parsed in one piece, byte by byte, and in chunks
 //! whose sizes the input decides, every way must give the same requests and the same protocol
-//! error, never panic, never stop making progress, and never produce more argument bytes than
-//! arrived.
+//! error, never panic, never stop making progress, never produce more argument bytes than
+//! arrived, and never reserve much more than arrived (an announced bulk's length is a promise,
+//! not bytes: at most `MAX_PREALLOC` is reserved ahead).
 
 use bytes::{Bytes, BytesMut};
-use ringkv_common::resp::request::{Parsed, ProtocolError, RequestLimits, RequestParser};
+use ringkv_common::resp::request::{
+    Parsed, ProtocolError, RequestLimits, RequestParser, MAX_PREALLOC,
+};
 
 /// What a connection makes of a byte stream: the requests in order (an empty request is
 /// recorded as an empty vector), then the protocol error that closed it, if any.
@@ -46,7 +49,16 @@ pub fn feed(input: &[u8], chunks: impl Iterator<Item = usize>) -> Outcome {
             steps += 1;
             assert!(steps <= input.len() + 2, "the parser makes no progress");
             let before = buf.len();
-            match parser.parse(&mut buf, &mut args) {
+            let parsed = parser.parse(&mut buf, &mut args);
+            // Growth may double a buffer; anything beyond that was reserved for bytes that
+            // have not arrived.
+            assert!(
+                buf.capacity() <= 2 * (input.len() + MAX_PREALLOC) + 4096,
+                "{} input bytes, buffer capacity {}",
+                input.len(),
+                buf.capacity()
+            );
+            match parsed {
                 Ok(Parsed::Request) => {
                     let total: usize = args.iter().map(Bytes::len).sum();
                     assert!(!args.is_empty(), "a request without arguments");

@@ -80,30 +80,7 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// The ringkv binary under test: `$RINGKV_BIN`, or `ringkv` next to this test executable's
 /// profile directory. Panics with instructions if it does not exist.
 pub fn ringkv_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("RINGKV_BIN") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "RINGKV_BIN={} does not name an existing file",
-            path.display()
-        );
-        return path;
-    }
-    let exe = std::env::current_exe().expect("current_exe() of the test binary");
-    // .../<profile>/deps/<test-binary> → .../<profile>/ringkv
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable lives in <target>/<profile>/deps/");
-    let path = profile_dir.join("ringkv");
-    assert!(
-        path.is_file(),
-        "ringkv binary not found at {}: build it first with \
-         `cargo build --release -p ringkv-proxy --bin ringkv` (same CARGO_TARGET_DIR and \
-         profile as the tests), or point RINGKV_BIN at it",
-        path.display()
-    );
-    path
+    profile_bin("ringkv", "RINGKV_BIN")
 }
 
 /// Another workspace binary (`ringkv-storage`, `ringkv-proxy`, `ringkv-admin`): `$env_override`

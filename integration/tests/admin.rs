@@ -9,7 +9,6 @@
 //! `cargo build --release -p ringkv-proxy --bin ringkv-admin`.
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -18,6 +17,7 @@ use ringkv_common::etcd::{
 };
 use ringkv_common::ring::Ring;
 use ringkv_common::shardmap::{ClusterConfig, NodeInfo, ShardMap};
+use ringkv_integration::cluster::admin_bin;
 use ringkv_integration::etcd::Etcd;
 use ringkv_integration::{free_port, poll_until, run_with_deadline};
 use tokio::runtime::Runtime;
@@ -27,32 +27,6 @@ const COMMAND_DEADLINE: Duration = Duration::from_secs(60);
 
 /// How long a lease change may take to show (etcd expires leases on its own clock).
 const LEASE_DEADLINE: Duration = Duration::from_secs(30);
-
-fn admin_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("RINGKV_ADMIN_BIN") {
-        let path = PathBuf::from(path);
-        assert!(
-            path.is_file(),
-            "RINGKV_ADMIN_BIN={} does not name an existing file",
-            path.display()
-        );
-        return path;
-    }
-    let exe = std::env::current_exe().expect("current_exe() of the test binary");
-    let path = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test executable lives in <target>/<profile>/deps/")
-        .join("ringkv-admin");
-    assert!(
-        path.is_file(),
-        "ringkv-admin not found at {}: build it first with `cargo build --release -p \
-         ringkv-proxy --bin ringkv-admin` (same CARGO_TARGET_DIR and profile as the tests), or \
-         point RINGKV_ADMIN_BIN at it",
-        path.display()
-    );
-    path
-}
 
 /// The result of one `ringkv-admin` run.
 struct Run {

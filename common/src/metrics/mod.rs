@@ -3,17 +3,23 @@
 //!
 //! Recording goes through the `metrics` facade. On hot paths the handles are looked up once
 //! (a table indexed by command, a vector indexed by shard) and then recording is an atomic
-//! add, with no allocation, hashing or lock per request. Without `--metrics-addr` no recorder
-//! is installed and every handle is a no-op.
+//! add, with no allocation, hashing or lock per request; latency histograms have fixed
+//! buckets ([`histogram`]). Without `--metrics-addr` no recorder is installed and every handle
+//! is a no-op.
 
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Histogram, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 use crate::command::{CommandSpec, Route, COMMANDS};
+
+pub mod histogram;
+mod http;
+mod recorder;
+
+pub use recorder::{MetricsHandle, Recorder};
 
 /// Metric names, as exported.
 pub mod names {
@@ -91,12 +97,6 @@ pub mod names {
     pub const BUILD_INFO: &str = "ringkv_build_info";
 }
 
-/// Histogram buckets for every `*_duration_seconds`: 25 µs to 10 s.
-const LATENCY_BUCKETS: [f64; 18] = [
-    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
-    0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
-
 /// Why the exporter could not start.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot serve metrics on {addr}: {reason}")]
@@ -111,19 +111,18 @@ pub struct MetricsError {
 /// process's build info; `role` is `standalone`, `proxy` or `storage`. Call once, inside the
 /// tokio runtime, before any handle is taken.
 pub fn install(addr: SocketAddr, role: &'static str) -> Result<(), MetricsError> {
-    // Fail with a clear message when the port is taken, rather than in a background task.
-    std::net::TcpListener::bind(addr).map_err(|e| MetricsError {
-        addr,
-        reason: e.to_string(),
-    })?;
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), &LATENCY_BUCKETS)
-        .and_then(|builder| builder.install())
-        .map_err(|e| MetricsError {
-            addr,
-            reason: e.to_string(),
-        })?;
+    let error = |reason: String| MetricsError { addr, reason };
+    // Bound here, not in the task: a taken port is a clear error at start.
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| error(e.to_string()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| error(e.to_string()))?;
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| error(e.to_string()))?;
+    let recorder = Recorder::new();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|_| error("a metrics recorder is already installed".into()))?;
+    tokio::spawn(http::serve(listener, handle));
     describe();
     metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "role" => role)
         .set(1.0);

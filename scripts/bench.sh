@@ -9,7 +9,12 @@
 # Environment:
 #   N=200000 ROUNDS=3 CLIENTS=50 KEYSPACE=100000 DATASIZE=64
 #   TESTS="set get incr mset" PIPELINES="1 16"
-#   TARGETS="redis ringkv twemproxy"   first one is the baseline of the ratios
+#   TARGETS="redis twemproxy ringkv cluster"
+#     redis      redis-server (no persistence)
+#     twemproxy  nutcracker in front of a redis-server
+#     ringkv     ringkv standalone, on disk, --fsync everysec
+#     cluster    ringkv-proxy -> 1 ringkv-storage node (everysec), map in a real etcd
+#   RATIOS="ringkv/twemproxy cluster/twemproxy ringkv/redis"   requests/s ratios printed
 #   RINGKV_CMD='...'   start the ringkv slot with this command instead of the
 #                      built binary (no build); $PORT and $DIR are set, e.g.
 #                      RINGKV_CMD='redis-server --port $PORT --dir $DIR --save ""'
@@ -27,18 +32,22 @@ KEYSPACE=${KEYSPACE:-100000}
 DATASIZE=${DATASIZE:-64}
 read -ra TESTS <<<"${TESTS:-set get incr mset}"
 read -ra PIPELINES <<<"${PIPELINES:-1 16}"
-read -ra TARGETS <<<"${TARGETS:-redis ringkv twemproxy}"
+read -ra TARGETS <<<"${TARGETS:-redis twemproxy ringkv cluster}"
+read -ra RATIOS <<<"${RATIOS:-ringkv/twemproxy cluster/twemproxy ringkv/redis}"
+SHARDS=${SHARDS:-256}
 READY_TIMEOUT=${READY_TIMEOUT:-60}
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}
-RINGKV_BIN=${CARGO_TARGET_DIR:-target}/release/ringkv
+BIN_DIR=${CARGO_TARGET_DIR:-target}/release
+RINGKV_BIN=$BIN_DIR/ringkv
 
 log() { echo "bench: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 deps=(bench)
-[[ -n ${RINGKV_CMD:-} ]] || deps+=(build)
+[[ -n ${RINGKV_CMD:-} && " ${TARGETS[*]} " != *" cluster "* ]] || deps+=(build)
 scripts/install-deps.sh "${deps[@]}"
-if [[ -z ${RINGKV_CMD:-} ]] && [[ " ${TARGETS[*]} " == *" ringkv "* ]]; then
+if [[ " ${TARGETS[*]} " == *" cluster "* ]] ||
+  { [[ -z ${RINGKV_CMD:-} ]] && [[ " ${TARGETS[*]} " == *" ringkv "* ]]; }; then
   # Same command as `make build`: other flags would unify features differently
   # and rebuild RocksDB.
   cargo build --release --workspace --bins
@@ -125,6 +134,56 @@ EOF
   wait_ready "$1" "$2/nutcracker.log"
 }
 
+# poll_until WHAT LOGFILE CMD...: run CMD until it succeeds; fail fast if the last spawned
+# process died or READY_TIMEOUT passed.
+poll_until() {
+  local what=$1 logfile=$2 deadline=$((SECONDS + READY_TIMEOUT))
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    if ! kill -0 "${PIDS[-1]}" 2>/dev/null || ((SECONDS >= deadline)); then
+      tail -n 20 "$logfile" >&2 || true
+      die "timed out or died waiting for $what (end of $logfile above)"
+    fi
+    sleep 0.1
+  done
+}
+
+etcd_healthy() { # PORT
+  timeout 2 bash -c '
+    exec 3<>"/dev/tcp/127.0.0.1/$1" || exit 1
+    printf "GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n" >&3
+    grep -q "\"health\":\"true\"" <&3' _ "$1"
+}
+
+node_live() { # ADMIN_ARGS... ID: `ringkv-admin status` lists the node as live
+  local id=${*: -1}
+  "$BIN_DIR/ringkv-admin" "${@:1:$#-1}" status | awk -v id="$id" '$1 == id && $2 == "live" { ok = 1 } END { exit !ok }'
+}
+
+# SET answers OK once the node serves every shard of the map (until then: TRYAGAIN).
+set_ok() { [[ $(redis-cli -p "$1" SET ringkv:bench:probe ok 2>/dev/null) == OK ]]; }
+
+start_cluster() { # PORT DIR: etcd, 1 storage node, 1 proxy on PORT
+  local client_port client peer node admin
+  client_port=$(free_port)
+  client=http://127.0.0.1:$client_port peer=http://127.0.0.1:$(free_port)
+  node=127.0.0.1:$(free_port)
+  admin=(--etcd "$client" --cluster bench)
+  spawn "$2/etcd.log" etcd --name bench --data-dir "$2/etcd" \
+    --listen-client-urls "$client" --advertise-client-urls "$client" \
+    --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
+    --initial-cluster "bench=$peer"
+  poll_until "etcd on $client" "$2/etcd.log" etcd_healthy "$client_port"
+  "$BIN_DIR/ringkv-admin" "${admin[@]}" init --shards "$SHARDS" --replicas 1 >/dev/null
+  spawn "$2/node.log" "$BIN_DIR/ringkv-storage" "${admin[@]}" --id n1 --listen "$node" \
+    --dir "$2/n1" --fsync everysec
+  poll_until "storage node n1 to register" "$2/node.log" node_live "${admin[@]}" n1
+  "$BIN_DIR/ringkv-admin" "${admin[@]}" assign >/dev/null
+  spawn "$2/proxy.log" "$BIN_DIR/ringkv-proxy" "${admin[@]}" --listen "127.0.0.1:$1"
+  poll_until "the proxy on port $1 to answer SET" "$2/proxy.log" set_ok "$1"
+  redis-cli -p "$1" DEL ringkv:bench:probe >/dev/null
+}
+
 declare -A PORT_OF
 for t in "${TARGETS[@]}"; do
   declare -F "start_$t" >/dev/null || die "unknown target '$t' (no start_$t)"
@@ -164,7 +223,8 @@ echo "machine: $(nproc) cpus, $(awk -F': ' '/^model name/ { print $2; exit }' /p
 echo "redis-benchmark -c $CLIENTS -n $N -r $KEYSPACE -d $DATASIZE, median of $ROUNDS rounds;" \
   "targets: ${TARGETS[*]}; $(redis-server --version | awk '{ sub("v=", "", $3); print "redis-server " $3 }')"
 echo
-awk -F, -v targets="${TARGETS[*]}" -v tests="${TESTS[*]}" -v pipes="${PIPELINES[*]}" '
+awk -F, -v targets="${TARGETS[*]}" -v tests="${TESTS[*]}" -v pipes="${PIPELINES[*]}" \
+  -v ratios="${RATIOS[*]}" '
   # mawk has no asort: insertion sort of the few samples, then the middle.
   function median(k, what,    n, i, j, v, tmp) {
     n = count[k]
@@ -182,21 +242,35 @@ awk -F, -v targets="${TARGETS[*]}" -v tests="${TESTS[*]}" -v pipes="${PIPELINES[
   }
   END {
     nt = split(targets, T, " "); ntest = split(tests, TS, " "); np = split(pipes, P, " ")
-    head = "| test | pipeline |"; line = "|---|---:|"
-    for (t = 1; t <= nt; t++) {
-      head = head sprintf(" %s rps | %s p50 ms | %s p99 ms |", T[t], T[t], T[t])
-      line = line "---:|---:|---:|"
-      if (t > 1) { head = head sprintf(" %s/%s rps |", T[t], T[1]); line = line "---:|" }
+    nr = split(ratios, R, " ")
+    print "Requests per second (median), and ratios of requests per second:"
+    print ""
+    head = "| test | -P |"; line = "|---|---:|"
+    for (t = 1; t <= nt; t++) { head = head " " T[t] " |"; line = line "---:|" }
+    for (r = 1; r <= nr; r++) { head = head " " R[r] " |"; line = line "---:|" }
+    print head; print line
+    for (a = 1; a <= np; a++) for (b = 1; b <= ntest; b++) {
+      row = sprintf("| %s | %s |", TS[b], P[a])
+      for (t = 1; t <= nt; t++) row = row " " fmt(median(T[t] SUBSEP TS[b] SUBSEP P[a], "rps"), "%.0f") " |"
+      for (r = 1; r <= nr; r++) {
+        split(R[r], pair, "/")
+        x = median(pair[1] SUBSEP TS[b] SUBSEP P[a], "rps")
+        y = median(pair[2] SUBSEP TS[b] SUBSEP P[a], "rps")
+        row = row " " (x == "" || y == "" || y == 0 ? "-" : sprintf("%.2f", x / y)) " |"
+      }
+      print row
     }
+    print ""
+    print "Latency p50 / p99 in ms (medians of the rounds):"
+    print ""
+    head = "| test | -P |"; line = "|---|---:|"
+    for (t = 1; t <= nt; t++) { head = head " " T[t] " |"; line = line "---:|" }
     print head; print line
     for (a = 1; a <= np; a++) for (b = 1; b <= ntest; b++) {
       row = sprintf("| %s | %s |", TS[b], P[a])
       for (t = 1; t <= nt; t++) {
         k = T[t] SUBSEP TS[b] SUBSEP P[a]
-        rps[t] = median(k, "rps")
-        row = row sprintf(" %s | %s | %s |", fmt(rps[t], "%.0f"), fmt(median(k, "p50"), "%.3f"),
-          fmt(median(k, "p99"), "%.3f"))
-        if (t > 1) row = row " " (rps[t] == "" || rps[1] == "" ? "-" : sprintf("%.2f", rps[t] / rps[1])) " |"
+        row = row " " fmt(median(k, "p50"), "%.3f") " / " fmt(median(k, "p99"), "%.3f") " |"
       }
       print row
     }

@@ -18,7 +18,8 @@ declare -A PACKAGES=(
   [test]="redis-server redis-tools etcd-server prometheus openssl"
   # `make monitor`: a Prometheus scraping the `make cluster` processes.
   [monitor]="prometheus"
-  [bench]="redis-server redis-tools nutcracker"
+  # the cluster column of `make bench` runs its own etcd.
+  [bench]="redis-server redis-tools nutcracker etcd-server"
 )
 declare -A COMPONENTS=(
   [lint]="rustfmt clippy"

@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringkv_common::resp::{Parsed, Protocol, Reply, RequestLimits, RequestParser};
 
 /// Short runs: the machine is small and shared; these paths take nanoseconds.
@@ -34,9 +34,8 @@ fn multibulk(args: &[&[u8]]) -> Vec<u8> {
 }
 
 /// Parses every request in `buf` as a connection does (clearing the arguments between
-/// requests) and returns how many there were.
-fn parse_all(buf: &mut BytesMut, args: &mut Vec<Bytes>) -> usize {
-    let mut parser = RequestParser::new(RequestLimits::default());
+/// requests, which drops them) and returns how many there were.
+fn parse_all(parser: &mut RequestParser, buf: &mut BytesMut, args: &mut Vec<Bytes>) -> usize {
     let mut requests = 0;
     loop {
         match parser.parse(buf, args).expect("fixed, valid input") {
@@ -73,17 +72,18 @@ fn decode(c: &mut Criterion) {
     for (name, input, requests) in cases {
         group.throughput(Throughput::Elements(requests));
         group.bench_function(name, |b| {
-            // A fresh buffer per iteration (parsing consumes it), copied outside the timing;
-            // the arguments are returned so that dropping them is not timed either.
-            b.iter_batched(
-                || (BytesMut::from(input), Vec::with_capacity(32)),
-                |(mut buf, mut args)| {
-                    let parsed = parse_all(&mut buf, &mut args);
-                    assert_eq!(parsed as u64, requests);
-                    (buf, args)
-                },
-                BatchSize::SmallInput,
-            )
+            // One read buffer, parser and argument vector for the whole run, as a connection
+            // keeps them: each iteration appends the bytes a read would (a copy of `input`)
+            // and parses them all. Once every argument is dropped the buffer's memory is
+            // reused in place (multibulk arguments share it; inline words are copied out).
+            let mut parser = RequestParser::new(RequestLimits::default());
+            let mut buf = BytesMut::with_capacity(16 * 1024);
+            let mut args = Vec::with_capacity(32);
+            b.iter(|| {
+                buf.extend_from_slice(black_box(input));
+                let parsed = parse_all(&mut parser, &mut buf, &mut args);
+                assert_eq!(parsed as u64, requests);
+            })
         });
     }
     group.finish();

@@ -12,7 +12,7 @@ BIN := $(BIN_DIR)/ringkv
 # Extra flags for `make run`, e.g. make run ARGS="--in-memory".
 ARGS ?=
 
-.PHONY: help build run test lint fmt bench fuzz clean cluster cluster-stop cluster-status monitor
+.PHONY: help build run test lint fmt bench bench-micro fuzz clean cluster cluster-stop cluster-status monitor
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -45,6 +45,11 @@ fmt: ## format the code
 
 bench: ## compare ringkv with redis-server and twemproxy (N=, ROUNDS= override)
 	scripts/bench.sh
+
+bench-micro: ## Criterion micro-benchmarks of the hot paths (RESP, placement, routing, value header)
+	scripts/install-deps.sh build
+	# --bench '*': only the [[bench]] targets; the bench profile inherits release's build cache.
+	$(CARGO) bench --workspace --bench '*'
 
 fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60) on nightly; fails on a crash
 	scripts/fuzz.sh

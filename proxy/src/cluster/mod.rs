@@ -23,7 +23,8 @@
 pub mod config;
 mod follow;
 mod frame;
-mod routes;
+/// One epoch's routing table, public for the routing micro-benchmarks (`proxy/benches`).
+pub mod routes;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,6 +15,9 @@
 #     ringkv     ringkv standalone, on disk, --fsync everysec
 #     cluster    ringkv-proxy -> 1 ringkv-storage node (everysec), map in a real etcd
 #   RATIOS="ringkv/twemproxy cluster/twemproxy ringkv/redis"   requests/s ratios printed
+#   BEFORE_BIN_DIR=DIR  binaries of another build (say, before a change): adds the targets
+#                      ringkv-before and cluster-before, e.g.
+#                      BEFORE_BIN_DIR=/tmp/old TARGETS="ringkv-before ringkv" RATIOS="ringkv/ringkv-before"
 #   RINGKV_CMD='...'   start the ringkv slot with this command instead of the
 #                      built binary (no build); $PORT and $DIR are set, e.g.
 #                      RINGKV_CMD='redis-server --port $PORT --dir $DIR --save ""'
@@ -39,6 +42,7 @@ READY_TIMEOUT=${READY_TIMEOUT:-60}
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}
 BIN_DIR=${CARGO_TARGET_DIR:-target}/release
 RINGKV_BIN=$BIN_DIR/ringkv
+BEFORE_BIN_DIR=${BEFORE_BIN_DIR:-}
 
 log() { echo "bench: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -105,11 +109,12 @@ start_redis_server() { # PORT DIR
 
 start_redis() { start_redis_server "$@"; }
 
-start_ringkv() { # PORT DIR
-  if [[ -n ${RINGKV_CMD:-} ]]; then
+start_ringkv() { # PORT DIR [BIN_DIR]
+  if [[ -n ${RINGKV_CMD:-} && -z ${3:-} ]]; then
     spawn "$2/ringkv.log" env PORT="$1" DIR="$2" bash -c "exec $RINGKV_CMD"
   else
-    spawn "$2/ringkv.log" "$RINGKV_BIN" --bind 127.0.0.1 --port "$1" --dir "$2" --fsync everysec
+    spawn "$2/ringkv.log" "${3:-$BIN_DIR}/ringkv" --bind 127.0.0.1 --port "$1" --dir "$2" \
+      --fsync everysec
   fi
   wait_ready "$1" "$2/ringkv.log"
 }
@@ -155,16 +160,17 @@ etcd_healthy() { # PORT
     grep -q "\"health\":\"true\"" <&3' _ "$1"
 }
 
-node_live() { # ADMIN_ARGS... ID: `ringkv-admin status` lists the node as live
-  local id=${*: -1}
-  "$BIN_DIR/ringkv-admin" "${@:1:$#-1}" status | awk -v id="$id" '$1 == id && $2 == "live" { ok = 1 } END { exit !ok }'
+node_live() { # BIN_DIR ADMIN_ARGS... ID: `ringkv-admin status` lists the node as live
+  local bin=$1 id=${*: -1}
+  shift
+  "$bin/ringkv-admin" "${@:1:$#-1}" status | awk -v id="$id" '$1 == id && $2 == "live" { ok = 1 } END { exit !ok }'
 }
 
 # SET answers OK once the node serves every shard of the map (until then: TRYAGAIN).
 set_ok() { [[ $(redis-cli -p "$1" SET ringkv:bench:probe ok 2>/dev/null) == OK ]]; }
 
-start_cluster() { # PORT DIR: etcd, 1 storage node, 1 proxy on PORT
-  local client_port client peer node admin
+start_cluster() { # PORT DIR [BIN_DIR]: etcd, 1 storage node, 1 proxy on PORT
+  local bin=${3:-$BIN_DIR} client_port client peer node admin
   client_port=$(free_port)
   client=http://127.0.0.1:$client_port peer=http://127.0.0.1:$(free_port)
   node=127.0.0.1:$(free_port)
@@ -174,15 +180,18 @@ start_cluster() { # PORT DIR: etcd, 1 storage node, 1 proxy on PORT
     --listen-peer-urls "$peer" --initial-advertise-peer-urls "$peer" \
     --initial-cluster "bench=$peer"
   poll_until "etcd on $client" "$2/etcd.log" etcd_healthy "$client_port"
-  "$BIN_DIR/ringkv-admin" "${admin[@]}" init --shards "$SHARDS" --replicas 1 >/dev/null
-  spawn "$2/node.log" "$BIN_DIR/ringkv-storage" "${admin[@]}" --id n1 --listen "$node" \
+  "$bin/ringkv-admin" "${admin[@]}" init --shards "$SHARDS" --replicas 1 >/dev/null
+  spawn "$2/node.log" "$bin/ringkv-storage" "${admin[@]}" --id n1 --listen "$node" \
     --dir "$2/n1" --fsync everysec
-  poll_until "storage node n1 to register" "$2/node.log" node_live "${admin[@]}" n1
-  "$BIN_DIR/ringkv-admin" "${admin[@]}" assign >/dev/null
-  spawn "$2/proxy.log" "$BIN_DIR/ringkv-proxy" "${admin[@]}" --listen "127.0.0.1:$1"
+  poll_until "storage node n1 to register" "$2/node.log" node_live "$bin" "${admin[@]}" n1
+  "$bin/ringkv-admin" "${admin[@]}" assign >/dev/null
+  spawn "$2/proxy.log" "$bin/ringkv-proxy" "${admin[@]}" --listen "127.0.0.1:$1"
   poll_until "the proxy on port $1 to answer SET" "$2/proxy.log" set_ok "$1"
   redis-cli -p "$1" DEL ringkv:bench:probe >/dev/null
 }
+
+start_ringkv-before() { [[ -n $BEFORE_BIN_DIR ]] || die "ringkv-before needs BEFORE_BIN_DIR"; start_ringkv "$1" "$2" "$BEFORE_BIN_DIR"; }
+start_cluster-before() { [[ -n $BEFORE_BIN_DIR ]] || die "cluster-before needs BEFORE_BIN_DIR"; start_cluster "$1" "$2" "$BEFORE_BIN_DIR"; }
 
 declare -A PORT_OF
 for t in "${TARGETS[@]}"; do

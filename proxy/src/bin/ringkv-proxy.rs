@@ -22,6 +22,11 @@ use ringkv_proxy::shutdown::terminate_signal;
 use std::sync::Arc;
 use tracing_subscriber::EnvFilter;
 
+/// Rust-side allocations (request buffers, futures, replies) go to mimalloc: see the workspace
+/// Cargo.toml. RocksDB's C++ allocations keep the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = ProxyConfig::parse();
     tracing_subscriber::fmt()

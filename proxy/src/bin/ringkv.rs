@@ -14,6 +14,11 @@ use ringkv_proxy::shutdown::terminate_signal;
 use ringkv_storage::Storage;
 use tracing_subscriber::EnvFilter;
 
+/// Rust-side allocations (request buffers, futures, replies) go to mimalloc: see the workspace
+/// Cargo.toml. RocksDB's C++ allocations keep the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = match Config::from_args() {
         Ok(config) => config,

@@ -10,6 +10,11 @@ use clap::Parser;
 use ringkv_storage::node::{self, NodeConfig, NodeError};
 use tracing_subscriber::EnvFilter;
 
+/// Rust-side allocations (request buffers, futures, replies) go to mimalloc: see the workspace
+/// Cargo.toml. RocksDB's C++ allocations keep the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let config = NodeConfig::parse();
     tracing_subscriber::fmt()

@@ -12,7 +12,7 @@ BIN := $(BIN_DIR)/ringkv
 # Extra flags for `make run`, e.g. make run ARGS="--in-memory".
 ARGS ?=
 
-.PHONY: help build run test lint fmt bench bench-micro fuzz clean cluster cluster-stop cluster-status monitor
+.PHONY: help build run test lint fmt bench bench-micro scale fuzz clean cluster cluster-stop cluster-status monitor
 
 help: ## list the targets
 	@echo "usage: make TARGET"
@@ -50,6 +50,9 @@ bench-micro: ## Criterion micro-benchmarks of the hot paths (RESP, placement, ro
 	scripts/install-deps.sh build
 	# --bench '*': only the [[bench]] targets; the bench profile inherits release's build cache.
 	$(CARGO) bench --workspace --bench '*'
+
+scale: ## GET p99 with 10M keys vs 100k in standalone; proxy memory vs key count (KEYS_BIG= overrides)
+	scripts/scale.sh
 
 fuzz: ## run each cargo-fuzz target for FUZZ_SECONDS (default 60) on nightly; fails on a crash
 	scripts/fuzz.sh

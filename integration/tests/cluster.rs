@@ -872,3 +872,83 @@ fn storage_nodes_serve_only_peers_that_present_the_cluster_secret() {
         .sum();
     assert_eq!(total, 1);
 }
+
+/// One request of the internal protocol, RESP-encoded.
+fn encode_request(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n{arg}\r\n", arg.len()).as_bytes());
+    }
+    out
+}
+
+/// A storage node runs the plain SETs and MSETs of one pipelined batch as one engine write,
+/// but each request keeps its own answer and its place: a refused or out-of-shard write in
+/// the middle is refused alone, and a read between writes sees exactly the writes before it.
+#[test]
+fn a_node_runs_a_batch_of_writes_in_order_with_refusals_answered_alone() {
+    let cluster = Cluster::builder().nodes(2).proxies(1).shards(16).start();
+    let epoch = cluster.node_epoch(0).expect("node 0 serves a map");
+    let e = epoch.to_string();
+    let mut node = cluster.node_client(0);
+    let serves = |node: &mut RespClient, s: u32| {
+        node.cmd(&["SHARD", &s.to_string(), &e, "DBSIZE"])
+            .as_int()
+            .is_some()
+    };
+    let served = (0..16)
+        .find(|&s| serves(&mut node, s))
+        .expect("node 0 serves a shard");
+    let other = (0..16)
+        .find(|&s| !serves(&mut node, s))
+        .expect("node 1 serves a shard");
+    let (s, o) = (served.to_string(), other.to_string());
+    let a = key_in_shard("batch:a:", served, 16);
+    let b = key_in_shard("batch:b:", served, 16);
+    let elsewhere = key_in_shard("batch:x:", other, 16);
+
+    let batch: Vec<Vec<&str>> = vec![
+        vec!["SHARD", &s, &e, "SET", &a, "1"],
+        vec!["SHARD", &s, &e, "MSET", &a, "2", &b, "b1"],
+        vec!["SHARD", &o, &e, "SET", &elsewhere, "no"],
+        vec!["SHARD", &s, &e, "SET", &elsewhere, "no"],
+        vec!["SHARD", &s, &e, "GET", &a],
+        vec!["SHARD", &s, &e, "SET", &a, "3"],
+        vec!["SHARD", &s, &e, "SET", &b, "b2"],
+    ];
+    let bytes: Vec<u8> = batch.iter().flat_map(|r| encode_request(r)).collect();
+    node.send_raw(&bytes).expect("send the batch");
+    let replies: Vec<Reply> = (0..batch.len())
+        .map(|i| {
+            node.read_reply()
+                .unwrap_or_else(|e| panic!("reply {i}: {e}"))
+        })
+        .collect();
+    assert_eq!(replies[0], ok());
+    assert_eq!(replies[1], ok());
+    let moved = replies[2].to_string();
+    assert!(
+        moved.contains("MOVED"),
+        "write to a shard node 0 does not serve: {moved}"
+    );
+    let misplaced = replies[3].to_string();
+    assert!(
+        misplaced.contains("does not belong to shard"),
+        "a key outside the shard: {misplaced}"
+    );
+    assert_eq!(
+        replies[4],
+        bulk("2"),
+        "GET sees the writes before it, not after"
+    );
+    assert_eq!(replies[5], ok());
+    assert_eq!(replies[6], ok());
+    assert_eq!(node.cmd(&["SHARD", &s, &e, "GET", &a]), bulk("3"));
+    assert_eq!(node.cmd(&["SHARD", &s, &e, "GET", &b]), bulk("b2"));
+    let mut owner = cluster.node_client(1);
+    assert_eq!(
+        owner.cmd(&["SHARD", &o, &e, "EXISTS", &elsewhere]),
+        Reply::Integer(0),
+        "the refused writes wrote nothing"
+    );
+}

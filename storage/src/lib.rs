@@ -203,16 +203,36 @@ impl Storage {
             },
         };
         self.record(spec, shard, started.elapsed());
-        match outcome {
-            Ok(reply) | Err(Failure::Reply(reply)) => reply,
-            Err(Failure::Engine(e)) => {
-                tracing::error!(command = spec.name, error = %e, "storage error");
-                Reply::error_owned(format!(
-                    "ERR storage error: {}",
-                    e.to_string().replace(['\r', '\n'], " ")
-                ))
-            }
+        reply_of(spec, outcome)
+    }
+
+    /// Runs the blind writes a storage node gathered from one batch of shard-scoped requests
+    /// (plain `SET k v` and `MSET`, each already checked with [`Storage::in_scope`]) as one
+    /// engine write: one lock round, one write group, one log append, instead of one each.
+    /// `pairs` is every request's `key value…` in request order; `parts` names each request's
+    /// command and shard, so the metrics count them as they came. The one reply (`+OK` or
+    /// the engine's error) answers every part.
+    pub fn execute_blind_writes(
+        &self,
+        pairs: &[Bytes],
+        parts: &[(&'static CommandSpec, u32)],
+    ) -> Reply {
+        let started = std::time::Instant::now();
+        let outcome = strings::mset(self, pairs, false);
+        let took = started.elapsed() / u32::try_from(parts.len().max(1)).unwrap_or(u32::MAX);
+        for &(spec, shard) in parts {
+            self.record(spec, Some(shard), took);
         }
+        match parts.first() {
+            Some(&(spec, _)) => reply_of(spec, outcome),
+            None => Reply::Ok,
+        }
+    }
+
+    /// Whether a request scoped to `shard` may run here: the shard is hosted and every key
+    /// hashes to it. The error is the reply [`Storage::execute_in`] would give.
+    pub fn in_scope(&self, shard: u32, spec: &CommandSpec, args: &[Bytes]) -> Result<(), Reply> {
+        self.check_scope(shard, spec, args)
     }
 
     /// Refuses a request scoped to a shard this store does not host, or whose keys belong
@@ -300,5 +320,19 @@ impl Storage {
             &self.counters.misses
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A command's reply: its own, or an engine failure worded for the client (and logged).
+fn reply_of(spec: &CommandSpec, outcome: Outcome) -> Reply {
+    match outcome {
+        Ok(reply) | Err(Failure::Reply(reply)) => reply,
+        Err(Failure::Engine(e)) => {
+            tracing::error!(command = spec.name, error = %e, "storage error");
+            Reply::error_owned(format!(
+                "ERR storage error: {}",
+                e.to_string().replace(['\r', '\n'], " ")
+            ))
+        }
     }
 }

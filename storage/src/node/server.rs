@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use ringkv_common::command::{self, flag, Route};
+use ringkv_common::command::{self, flag, CommandSpec, Route};
 use ringkv_common::internal::{
     open_envelope, secret_matches, Refusal, AUTH, NOAUTH_NODE, SHARD, WRONG_SECRET,
 };
@@ -31,6 +31,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Replies gathered beyond this are written mid-batch.
 const FLUSH_AT: usize = 1024 * 1024;
 
+/// Most requests gathered into one engine write.
+const MAX_BLIND_WRITES: usize = 1024;
+
 /// What every connection of the node shares.
 pub struct NodeContext {
     /// This node's id, for INFO.
@@ -47,6 +50,66 @@ pub struct NodeContext {
     pub refused: AtomicU64,
     /// The cluster secret every connection must present first; `None`: no check.
     pub secret: Option<Bytes>,
+}
+
+/// Consecutive blind writes of one batch (`SHARD … SET k v`, `SHARD … MSET …`), run as one
+/// engine write at the first request that is not one, or at the end of the batch (before any
+/// reply leaves), as the standalone server does for its clients: each request still takes
+/// effect between its arrival and its reply, in order.
+#[derive(Default)]
+struct BlindWrites {
+    /// Every gathered request's `key value…`, sharing the read buffer.
+    pairs: Vec<Bytes>,
+    /// Each request's command and shard.
+    parts: Vec<(&'static CommandSpec, u32)>,
+}
+
+impl BlindWrites {
+    /// Takes `args` into the group if it is a blind write this node may run now (served
+    /// shard and epoch, keys in the shard, no per-write sync); otherwise leaves it to
+    /// [`handle`], which answers it (or refuses it) on its own.
+    fn absorb(&mut self, ctx: &NodeContext, args: &[Bytes]) -> bool {
+        if !args[0].eq_ignore_ascii_case(SHARD) {
+            return false;
+        }
+        let Ok((envelope, inner)) = open_envelope(args) else {
+            return false;
+        };
+        let name = &inner[0];
+        let blind = (inner.len() == 3 && name.eq_ignore_ascii_case(b"set"))
+            || (inner.len() >= 3 && inner.len() % 2 == 1 && name.eq_ignore_ascii_case(b"mset"));
+        if !blind {
+            return false;
+        }
+        let Some(spec) = command::lookup(name) else {
+            return false;
+        };
+        if ctx.storage.may_block(spec)
+            || ctx.ownership.check(envelope).is_err()
+            || ctx.storage.in_scope(envelope.shard, spec, inner).is_err()
+        {
+            return false;
+        }
+        ctx.commands.fetch_add(1, Ordering::Relaxed);
+        self.pairs.extend_from_slice(&inner[1..]);
+        self.parts.push((spec, envelope.shard));
+        true
+    }
+
+    /// Runs the gathered writes, if any, and encodes one reply per request; returns whether
+    /// anything was written.
+    fn run(&mut self, ctx: &NodeContext, output: &mut BytesMut) -> bool {
+        if self.parts.is_empty() {
+            return false;
+        }
+        let reply = ctx.storage.execute_blind_writes(&self.pairs, &self.parts);
+        for _ in 0..self.parts.len() {
+            reply.encode(Protocol::Resp2, output);
+        }
+        self.pairs.clear();
+        self.parts.clear();
+        true
+    }
 }
 
 /// Counts a connection for as long as it lives.
@@ -89,6 +152,7 @@ async fn run(
     let mut parser = RequestParser::new(RequestLimits::default());
     let mut args: Vec<Bytes> = Vec::with_capacity(8);
     let mut authenticated = ctx.secret.is_none();
+    let mut blind = BlindWrites::default();
     loop {
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
@@ -115,7 +179,14 @@ async fn run(
                         break;
                     }
                 }
+                Ok(Parsed::Request) if blind.absorb(ctx, &args) => {
+                    args.clear();
+                    if blind.parts.len() >= MAX_BLIND_WRITES {
+                        wrote |= blind.run(ctx, &mut output);
+                    }
+                }
                 Ok(Parsed::Request) => {
+                    wrote |= blind.run(ctx, &mut output);
                     let (reply, writes, quit) = handle(ctx, &args).await;
                     args.clear();
                     wrote |= writes;
@@ -133,12 +204,14 @@ async fn run(
                 Ok(Parsed::Empty) => args.clear(),
                 Ok(Parsed::Incomplete) => break,
                 Err(err) => {
+                    wrote |= blind.run(ctx, &mut output);
                     Reply::error_owned(format!("ERR {err}")).encode(Protocol::Resp2, &mut output);
                     close = true;
                     break;
                 }
             }
         }
+        wrote |= blind.run(ctx, &mut output);
         end_batch(ctx, wrote).await;
         if !output.is_empty() {
             stream.write_all(&output).await?;

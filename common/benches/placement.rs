@@ -3,21 +3,12 @@
 //! prefers when a map is balanced. Throughput is in keys (or shards) per second.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringkv_common::placement::{shard_of, stable_hash};
 use ringkv_common::ring::{Ring, RingNode};
 
-/// Short runs: the machine is small and shared; these paths take nanoseconds.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(50)
-        .nresamples(20_000)
-        .without_plots()
-}
+mod support;
 
 /// A plain key and a hash-tagged one (only `user1000` is hashed).
 const KEYS: [(&str, &[u8]); 2] = [
@@ -71,7 +62,7 @@ fn ring_primary(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = config();
+    config = support::config();
     targets = key_to_shard, ring_primary
 }
 criterion_main!(benches);

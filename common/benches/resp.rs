@@ -3,21 +3,12 @@
 //! Throughput is in requests (decode) or replies (encode) per second.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringkv_common::resp::{Parsed, Protocol, Reply, RequestLimits, RequestParser};
 
-/// Short runs: the machine is small and shared; these paths take nanoseconds.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(50)
-        .nresamples(20_000)
-        .without_plots()
-}
+mod support;
 
 /// A 64-byte value, the size the README's load figures use.
 const VALUE_64: &[u8; 64] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -119,7 +110,7 @@ fn encode(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = config();
+    config = support::config();
     targets = decode, encode
 }
 criterion_main!(benches);

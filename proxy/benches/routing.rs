@@ -7,7 +7,6 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -17,15 +16,8 @@ use ringkv_common::ring::{Ring, RingNode};
 use ringkv_proxy::cluster::routes::{shard_args, Node, Routes};
 use ringkv_proxy::cluster::Shared;
 
-/// Short runs: the machine is small and shared; these paths take nanoseconds.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(50)
-        .nresamples(20_000)
-        .without_plots()
-}
+#[path = "../../common/benches/support/mod.rs"]
+mod support;
 
 /// A 64-byte value, the size the README's load figures use.
 const VALUE_64: &[u8; 64] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -160,7 +152,7 @@ fn multi_key_shards(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = config();
+    config = support::config();
     targets = command_table, key_to_node, multi_key_shards
 }
 criterion_main!(benches);

@@ -3,20 +3,12 @@
 //! Throughput is in records per second.
 
 use std::hint::black_box;
-use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringkv_storage::value::{encode, Header};
 
-/// Short runs: the machine is small and shared; these paths take nanoseconds.
-fn config() -> Criterion {
-    Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(2))
-        .sample_size(50)
-        .nresamples(20_000)
-        .without_plots()
-}
+#[path = "../../common/benches/support/mod.rs"]
+mod support;
 
 /// A 64-byte value, the size the README's load figures use.
 const PAYLOAD_64: &[u8; 64] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -43,7 +35,7 @@ fn header(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = config();
+    config = support::config();
     targets = header
 }
 criterion_main!(benches);

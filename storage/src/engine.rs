@@ -346,15 +346,25 @@ impl Engine {
         Ok(())
     }
 
-    /// Deletes every record of the given shards, atomically.
+    /// Deletes every record of the given shards, atomically. The caller holds every key
+    /// lock: no write may run until this returns.
+    ///
+    /// The range tombstones are then flushed out of the memtables, because overwrites update
+    /// memtable entries in place, keeping the entry's old sequence number: a SET landing on
+    /// an entry from before the tombstone would stay hidden behind it. After the flush, the
+    /// memtables hold nothing from before the clear.
     pub fn clear(&self, shards: impl IntoIterator<Item = u32>) -> Result<(), EngineError> {
         let mut batch = self.batch();
+        let mut cleared = Vec::new();
         for shard in shards {
-            batch
-                .inner
-                .delete_range_cf(self.cf(shard)?, [EXPIRY], [DATA + 1]);
+            let cf = self.cf(shard)?;
+            batch.inner.delete_range_cf(cf, [EXPIRY], [DATA + 1]);
+            cleared.push(cf);
         }
-        self.write(batch)
+        self.write(batch)?;
+        Ok(self
+            .db
+            .flush_cfs_opt(&cleared, &rocksdb::FlushOptions::default())?)
     }
 
     /// An iterator over one shard's data records from scan position `order`.

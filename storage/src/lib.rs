@@ -179,7 +179,7 @@ impl Storage {
     pub fn execute_in(&self, scope: Scope, spec: &'static CommandSpec, args: &[Bytes]) -> Reply {
         let shard = match scope {
             Scope::Shard(shard) => {
-                if let Err(reply) = self.check_scope(shard, spec, args) {
+                if let Err(reply) = self.in_scope(shard, spec, args) {
                     return reply;
                 }
                 Some(shard)
@@ -229,15 +229,10 @@ impl Storage {
         }
     }
 
-    /// Whether a request scoped to `shard` may run here: the shard is hosted and every key
-    /// hashes to it. The error is the reply [`Storage::execute_in`] would give.
-    pub fn in_scope(&self, shard: u32, spec: &CommandSpec, args: &[Bytes]) -> Result<(), Reply> {
-        self.check_scope(shard, spec, args)
-    }
-
     /// Refuses a request scoped to a shard this store does not host, or whose keys belong
-    /// to another shard (a proxy routing by a different shard count or hash).
-    fn check_scope(&self, shard: u32, spec: &CommandSpec, args: &[Bytes]) -> Result<(), Reply> {
+    /// to another shard (a proxy routing by a different shard count or hash); the error is
+    /// the reply [`Storage::execute_in`] gives.
+    pub fn in_scope(&self, shard: u32, spec: &CommandSpec, args: &[Bytes]) -> Result<(), Reply> {
         if !self.engine.hosts(shard) {
             return Err(Reply::error_owned(format!(
                 "ERR shard {shard} is not hosted here"

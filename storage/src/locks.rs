@@ -40,6 +40,13 @@ impl KeyLocks {
         self.stripes[Self::stripe(key)].lock()
     }
 
+    /// Locks every stripe, in order: no write runs until the guard drops (FLUSHALL).
+    pub fn lock_all(&self) -> Held<'_> {
+        Held {
+            _guards: self.stripes.iter().map(Mutex::lock).collect(),
+        }
+    }
+
     /// Locks the stripes of several keys, in stripe order, each once.
     pub fn lock_many<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Held<'_> {
         let mut indexes: Vec<usize> = keys.map(Self::stripe).collect();

@@ -34,6 +34,8 @@ pub(crate) fn execute(
                 2 if is_opt(&args[1], "sync") || is_opt(&args[1], "async") => {}
                 _ => return Err(SYNTAX.into()),
             }
+            // No write may land between the tombstones and their flush (see `Engine::clear`).
+            let _all = st.locks.lock_all();
             st.engine.clear(shards(st, scope))?;
             Ok(Reply::Ok)
         }

@@ -38,10 +38,13 @@ pub async fn serve(listener: TcpListener, handle: MetricsHandle) {
                 let handle = handle.clone();
                 async move {
                     // Rendering walks every series: off the async workers.
-                    let body = tokio::task::spawn_blocking(move || handle.render())
-                        .await
-                        .unwrap_or_default();
+                    let rendered = tokio::task::spawn_blocking(move || handle.render()).await;
+                    let failed = rendered.is_err();
+                    let body = rendered.unwrap_or_else(|err| format!("rendering failed: {err}\n"));
                     let mut response = Response::new(Full::new(Bytes::from(body)));
+                    if failed {
+                        *response.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
                     response
                         .headers_mut()
                         .insert(CONTENT_TYPE, HeaderValue::from_static(TEXT_FORMAT));

@@ -66,7 +66,13 @@ fn visit_shard(
     let mut iter = st.engine.data_iter(shard, order)?;
     while let Some((record_key, record)) = iter.current() {
         if let Some((order, key)) = split_data_key(record_key) {
-            let header = Header::decode(record).filter(|h| !h.expired(now));
+            let mut header = Header::decode(record).filter(|h| !h.expired(now));
+            if header.is_none() {
+                // Overwrites update memtable entries in place, and an iterator reads them
+                // without RocksDB's per-entry lock: a record caught mid-rewrite can look
+                // expired. A point read takes the lock; a live key is never skipped.
+                header = st.engine.header(shard, key, now)?;
+            }
             if !visit(order, key, header) {
                 return Ok(false);
             }

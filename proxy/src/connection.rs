@@ -115,12 +115,7 @@ impl Coalesced {
     /// Takes `args` into the group if it is a blind write the session may run; otherwise
     /// leaves it to dispatch (which answers NOAUTH / NOPERM in order).
     fn absorb(&mut self, args: &[Bytes], session: &Session) -> bool {
-        let name = &args[0];
-        let spec = if args.len() == 3 && name.eq_ignore_ascii_case(b"set") {
-            self.set_spec
-        } else if args.len() >= 3 && args.len() % 2 == 1 && name.eq_ignore_ascii_case(b"mset") {
-            self.spec
-        } else {
+        let Some(spec) = command::blind_write(args) else {
             return false;
         };
         if authorize(session, spec, args).is_err() {
@@ -131,7 +126,7 @@ impl Coalesced {
         }
         self.args.extend_from_slice(&args[1..]);
         self.requests += 1;
-        self.msets += usize::from(args.len() != 3 || !name.eq_ignore_ascii_case(b"set"));
+        self.msets += usize::from(spec.cmd == self.spec.cmd);
         true
     }
 

@@ -137,6 +137,21 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     index().get(&*lower).copied()
 }
 
+/// A blind write is a plain `SET key value` or a well-formed `MSET`: it reads nothing, so a
+/// batch's consecutive blind writes may run as one engine write (the standalone connection
+/// and the storage node both gather them). Returns its table entry, or `None` for anything
+/// else (SET with options, a malformed MSET, other commands).
+pub fn blind_write(args: &[Bytes]) -> Option<&'static CommandSpec> {
+    let name = args.first()?;
+    let blind = (args.len() == 3 && name.eq_ignore_ascii_case(b"set"))
+        || (args.len() >= 3 && args.len() % 2 == 1 && name.eq_ignore_ascii_case(b"mset"));
+    if blind {
+        lookup(name)
+    } else {
+        None
+    }
+}
+
 /// Finds the command a request names and checks its arity, answering exactly as Redis 7 does
 /// when the command or subcommand is unknown or the argument count is wrong.
 pub fn resolve(args: &[Bytes]) -> Result<&'static CommandSpec, Reply> {

@@ -75,13 +75,7 @@ impl BlindWrites {
         let Ok((envelope, inner)) = open_envelope(args) else {
             return false;
         };
-        let name = &inner[0];
-        let blind = (inner.len() == 3 && name.eq_ignore_ascii_case(b"set"))
-            || (inner.len() >= 3 && inner.len() % 2 == 1 && name.eq_ignore_ascii_case(b"mset"));
-        if !blind {
-            return false;
-        }
-        let Some(spec) = command::lookup(name) else {
+        let Some(spec) = command::blind_write(inner) else {
             return false;
         };
         if ctx.storage.may_block(spec)

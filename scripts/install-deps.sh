@@ -8,11 +8,13 @@
 set -euo pipefail
 
 declare -A PACKAGES=(
-  # bindgen (RocksDB) needs libclang; etcd-client's build runs protoc.
-  [build]="build-essential pkg-config libclang-dev protobuf-compiler"
+  # bindgen (RocksDB) needs libclang; etcd-client's build runs protoc, which needs the
+  # well-known types (google/protobuf/*.proto) of libprotobuf-dev: only a Recommends of
+  # protobuf-compiler, which --no-install-recommends leaves out.
+  [build]="build-essential pkg-config libclang-dev protobuf-compiler libprotobuf-dev"
   # so that the README's `redis-cli` works against `make run`.
   [run]="redis-tools"
-  [lint]="build-essential pkg-config libclang-dev protobuf-compiler"
+  [lint]="build-essential pkg-config libclang-dev protobuf-compiler libprotobuf-dev"
   # prometheus: tests/monitoring.rs evaluates every dashboard query in a real one.
   # openssl: tests/tls.rs makes its certificates with the openssl command line.
   [test]="redis-server redis-tools etcd-server prometheus openssl"

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ringkv_common::command::CommandSpec;
 use ringkv_common::resp::Reply;
-use ringkv_storage::{Storage, StorageStats};
+use ringkv_storage::{Storage, StorageStats, WriteGroup};
 
 use crate::cluster::Cluster;
 
@@ -59,6 +59,40 @@ impl Backend {
         }
     }
 
+    /// Runs the requests a connection gathered (see `WriteGroup`) and pushes their replies
+    /// in order; the group is left empty. Only the local engine gathers; like
+    /// [`Backend::execute`], it moves to a blocking thread when writes may wait for a sync.
+    pub async fn execute_group(&self, group: &mut WriteGroup, replies: &mut Vec<Reply>) {
+        let Backend::Local(storage) = self else {
+            replies.extend((0..group.len()).map(|_| INTERNAL));
+            group.clear();
+            return;
+        };
+        if !storage.writes_may_block() {
+            storage.execute_group(group, replies);
+            return;
+        }
+        let storage = Arc::clone(storage);
+        let requests = group.len();
+        let mut moved = std::mem::take(group);
+        let ran = tokio::task::spawn_blocking(move || {
+            let mut replies = Vec::with_capacity(requests);
+            storage.execute_group(&mut moved, &mut replies);
+            (moved, replies)
+        })
+        .await;
+        match ran {
+            Ok((emptied, ran_replies)) => {
+                *group = emptied;
+                replies.extend(ran_replies);
+            }
+            Err(err) => {
+                tracing::error!(%err, "storage engine failed");
+                replies.extend((0..requests).map(|_| INTERNAL));
+            }
+        }
+    }
+
     /// The engine's figures for INFO, or `None` if they could not be had. Counting keys walks
     /// the shards, so it runs on a blocking thread.
     pub async fn stats(&self) -> Option<StorageStats> {
@@ -93,16 +127,20 @@ impl Backend {
         }
     }
 
-    /// Makes a batch's writes survive a killed process before its replies go out (the
-    /// engine writes its log to the OS once per batch, not once per write).
-    pub fn end_batch(&self) {
-        match self {
-            Backend::Remote(_) => {}
-            Backend::Local(storage) => {
-                if let Err(err) = storage.end_batch() {
-                    tracing::error!(%err, "writing the WAL failed");
-                }
-            }
+    /// Makes a batch's writes survive a killed process before its replies go out. The log is
+    /// written to the OS once for many batches (group commit): the connection first lets the
+    /// other connections that are ready on its thread run their batches, and the first of
+    /// them to come back writes the log for all; the others find their writes already
+    /// covered and make no syscall. Redis does the same, writing its AOF once per event-loop
+    /// turn before any reply.
+    pub async fn end_batch(&self) {
+        let Backend::Local(storage) = self else {
+            return;
+        };
+        let mark = storage.write_mark();
+        tokio::task::yield_now().await;
+        if let Err(err) = storage.end_batch(mark) {
+            tracing::error!(%err, "writing the WAL failed");
         }
     }
 

@@ -27,6 +27,7 @@ use crate::session::Session;
 use crate::shutdown::Shutdown;
 use crate::stats::{BatchCounts, ClientGuard, COMMAND_METRICS};
 use crate::tls::{ClientStream, Tls};
+use ringkv_storage::WriteGroup;
 
 /// Initial read buffer: Redis's default query buffer chunk. Most requests are far smaller,
 /// so one read usually takes a whole pipeline batch; larger requests grow it as needed.
@@ -76,69 +77,39 @@ pub struct Connection {
     counts: BatchCounts,
     /// Whether a command since the last flush wrote to the engine.
     wrote: bool,
-    /// Consecutive plain SET / MSET requests of this batch, to run as one write.
-    coalesced: Coalesced,
+    /// Consecutive gatherable requests of this batch, to run as one write.
+    gathering: Gathering,
 }
 
-/// Consecutive blind writes (plain `SET key value`, `MSET`) of one batch, gathered into one
-/// MSET so that a pipeline of writes costs one engine write, one lock round and one log
-/// append instead of one each. Blind writes read nothing, so running them together at the
-/// first request that is not one (or at the end of the batch, before any reply is sent) is
-/// indistinguishable for every client: each request still takes effect between its arrival
-/// and its reply, in order. Requests with options (NX, XX, GET, EX…) are not blind.
-struct Coalesced {
-    /// `MSET k1 v1 k2 v2 …`, sharing the request buffers (no copy).
-    args: Vec<Bytes>,
-    /// How many requests the MSET stands for; each gets its reply.
-    requests: usize,
-    /// How many of them were MSETs (the others were SETs), for the per-command metrics.
-    msets: usize,
-    /// MSET's table entry.
-    spec: &'static CommandSpec,
-    /// SET's table entry.
-    set_spec: &'static CommandSpec,
+/// Consecutive gatherable requests of one batch (plain `SET key value`, `MSET`, `INCR`,
+/// `DECR`, `INCRBY`, `DECRBY`), run as one engine write under one round of key locks, so a
+/// pipeline of them costs one engine write and one log append instead of a lock, a read and
+/// a write each. Running them together at the first request that is not one (or at the end
+/// of the batch, before any reply is sent) is indistinguishable for every client: each
+/// request still takes effect between its arrival and its reply, in order, and sees the
+/// writes of the requests before it (see `WriteGroup`).
+#[derive(Default)]
+struct Gathering {
+    group: WriteGroup,
+    /// Each gathered request's table entry, for the per-command metrics.
+    specs: Vec<&'static CommandSpec>,
+    /// The replies of the last group run, reused from group to group.
+    replies: Vec<Reply>,
 }
 
-impl Coalesced {
-    fn new() -> Coalesced {
-        let spec = command::lookup(b"mset").expect("MSET is in the static command table");
-        let set_spec = command::lookup(b"set").expect("SET is in the static command table");
-        Coalesced {
-            args: Vec::new(),
-            requests: 0,
-            msets: 0,
-            spec,
-            set_spec,
-        }
-    }
-
-    /// Takes `args` into the group if it is a blind write the session may run; otherwise
-    /// leaves it to dispatch (which answers NOAUTH / NOPERM in order).
+impl Gathering {
+    /// Takes `args` into the group if it is gatherable and the session may run it;
+    /// otherwise leaves it to dispatch (which answers NOAUTH / NOPERM in order).
     fn absorb(&mut self, args: &[Bytes], session: &Session) -> bool {
-        let Some(spec) = command::blind_write(args) else {
+        let Some((spec, what)) = command::gatherable(args) else {
             return false;
         };
         if authorize(session, spec, args).is_err() {
             return false;
         }
-        if self.args.is_empty() {
-            self.args.push(Bytes::from_static(b"MSET"));
-        }
-        self.args.extend_from_slice(&args[1..]);
-        self.requests += 1;
-        self.msets += usize::from(spec.cmd == self.spec.cmd);
+        self.group.push(spec, what, args, None);
+        self.specs.push(spec);
         true
-    }
-
-    /// The gathered MSET and how many requests it answers, if any.
-    fn take(&self) -> Option<(&[Bytes], usize)> {
-        (self.requests > 0).then_some((&self.args[..], self.requests))
-    }
-
-    fn clear(&mut self) {
-        self.args.clear();
-        self.requests = 0;
-        self.msets = 0;
     }
 }
 
@@ -214,7 +185,7 @@ impl Connection {
             session,
             counts: BatchCounts::default(),
             wrote: false,
-            coalesced: Coalesced::new(),
+            gathering: Gathering::default(),
         })
     }
 
@@ -309,7 +280,7 @@ impl Connection {
                 },
                 Ok(Parsed::Request)
                     if ctx.backend.coalesces_writes()
-                        && self.coalesced.absorb(&self.args, &self.session) =>
+                        && self.gathering.absorb(&self.args, &self.session) =>
                 {
                     self.args.clear()
                 }
@@ -321,11 +292,11 @@ impl Connection {
                 Ok(Parsed::Empty) => self.args.clear(),
                 // A partly received request keeps its arguments for the next read.
                 Ok(Parsed::Incomplete) => {
-                    self.run_coalesced(ctx).await;
+                    self.run_gathered(ctx).await;
                     return Ok(Next::Read);
                 }
                 Err(err) => {
-                    self.run_coalesced(ctx).await;
+                    self.run_gathered(ctx).await;
                     self.settle(in_flight).await;
                     tracing::debug!(peer = %self.session.peer, %err, "protocol error, closing");
                     self.push(&Reply::error_owned(format!("ERR {err}")));
@@ -367,7 +338,7 @@ impl Connection {
     /// Runs the parsed request on its own (after the blind writes gathered before it);
     /// returns what the batch must do next if the request ends it.
     async fn run_one(&mut self, ctx: &ServerContext) -> io::Result<Option<Next>> {
-        self.run_coalesced(ctx).await;
+        self.run_gathered(ctx).await;
         let outcome = dispatch(&mut self.session, ctx, &self.args).await;
         self.args.clear();
         self.counts.commands += u64::from(outcome.ran);
@@ -382,28 +353,26 @@ impl Connection {
         Ok(None)
     }
 
-    /// Runs the blind writes gathered so far as one MSET and answers each of them.
-    async fn run_coalesced(&mut self, ctx: &ServerContext) {
-        let Some((args, requests)) = self.coalesced.take() else {
+    /// Runs the requests gathered so far as one engine write and answers each of them.
+    async fn run_gathered(&mut self, ctx: &ServerContext) {
+        if self.gathering.group.is_empty() {
             return;
-        };
+        }
+        let Gathering {
+            group,
+            specs,
+            replies,
+        } = &mut self.gathering;
         let started = Instant::now();
-        let reply = ctx.backend.execute(self.coalesced.spec, args).await;
+        ctx.backend.execute_group(group, replies).await;
+        // Every request of the group waited for the whole group.
         let took = started.elapsed();
-        let msets = self.coalesced.msets;
-        for i in 0..requests {
-            let spec = if i < msets {
-                self.coalesced.spec
-            } else {
-                self.coalesced.set_spec
-            };
+        self.counts.commands += replies.len() as u64;
+        for (spec, reply) in specs.drain(..).zip(replies.drain(..)) {
             COMMAND_METRICS.record(spec, reply.is_error(), took);
+            self.counts.errors += u64::from(reply.is_error());
+            reply.encode(self.session.protocol, &mut self.output);
         }
-        for _ in 0..requests {
-            self.push(&reply);
-        }
-        self.coalesced.clear();
-        self.counts.commands += requests as u64;
         self.wrote = true;
     }
 
@@ -419,7 +388,7 @@ impl Connection {
     /// process.
     async fn flush(&mut self, ctx: &ServerContext) -> io::Result<()> {
         if std::mem::take(&mut self.wrote) {
-            ctx.backend.end_batch();
+            ctx.backend.end_batch().await;
         }
         let counts = std::mem::take(&mut self.counts);
         let written = self.output.len();

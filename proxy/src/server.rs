@@ -19,6 +19,7 @@ use crate::backend::Backend;
 use crate::config::Config;
 use crate::connection;
 use crate::context::{ServerContext, Settings};
+use crate::event_loops::EventLoops;
 use crate::shutdown::ShutdownController;
 
 /// How long shutdown waits for connections to finish their current batch before flushing
@@ -33,6 +34,9 @@ const TOO_MANY_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
 pub struct Server {
     listener: TcpListener,
     ctx: Arc<ServerContext>,
+    /// Where connections are served: event-loop threads in front of the local engine, the
+    /// caller's runtime in front of a cluster (whose node connections live there).
+    loops: Option<EventLoops>,
 }
 
 /// Why the server could not start or stop cleanly.
@@ -72,6 +76,15 @@ impl Server {
         let local = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
+        // A proxy's client tasks and its node-pool tasks hand requests to each other, which
+        // one runtime's work-stealing queues do cheaply; the standalone server's
+        // connections only call the engine, so each can stay on one thread.
+        let loops = match backend {
+            Backend::Local(_) => {
+                Some(EventLoops::per_core().map_err(|source| ServerError::Bind { addr, source })?)
+            }
+            Backend::Remote(_) => None,
+        };
         let ctx = Arc::new(ServerContext::new(settings(local), backend));
         // Room for every allowed client plus the server's own files and connections.
         let want = ctx.settings.limits.maxclients + 128;
@@ -83,7 +96,11 @@ impl Server {
                 "the open-file limit is below maxclients: raise it (ulimit -n) or lower --maxclients"
             );
         }
-        Ok(Server { listener, ctx })
+        Ok(Server {
+            listener,
+            ctx,
+            loops,
+        })
     }
 
     /// The address actually listened on (the chosen port when 0 was asked for).
@@ -99,14 +116,18 @@ impl Server {
     /// Serves clients until `stop` completes (e.g. [`crate::shutdown::terminate_signal`]),
     /// then drains the connections and flushes the backend.
     pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), ServerError> {
-        let Server { listener, ctx } = self;
+        let Server {
+            listener,
+            ctx,
+            loops,
+        } = self;
         let controller = ShutdownController::new();
         let sampler = tokio::spawn({
             let ctx = Arc::clone(&ctx);
             async move { ctx.stats.sample_ops().await }
         });
         tokio::select! {
-            () = accept_loop(&listener, &ctx, &controller) => {}
+            () = accept_loop(&listener, &ctx, &controller, loops.as_ref()) => {}
             () = stop => {}
         }
         drop(listener);
@@ -119,6 +140,7 @@ impl Server {
             tracing::warn!(grace = ?DRAIN_GRACE, "some connections did not finish in time");
         }
         sampler.abort();
+        drop(loops);
         ctx.backend.flush().await.map_err(ServerError::Flush)?;
         tracing::info!("storage flushed, bye");
         Ok(())
@@ -131,6 +153,7 @@ async fn accept_loop(
     listener: &TcpListener,
     ctx: &Arc<ServerContext>,
     controller: &ShutdownController,
+    loops: Option<&EventLoops>,
 ) {
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -141,11 +164,15 @@ async fn accept_loop(
                     reject(stream, ctx);
                     continue;
                 }
-                tokio::spawn(connection::serve(
-                    stream,
-                    Arc::clone(ctx),
-                    controller.subscribe(),
-                ));
+                let (ctx, shutdown) = (Arc::clone(ctx), controller.subscribe());
+                match loops {
+                    Some(loops) => loops.serve(stream, move |stream| {
+                        connection::serve(stream, ctx, shutdown)
+                    }),
+                    None => {
+                        tokio::spawn(connection::serve(stream, ctx, shutdown));
+                    }
+                }
             }
             Err(err) => {
                 tracing::warn!(%err, "accept failed; retrying in {backoff:?}");

@@ -102,7 +102,7 @@ pub(crate) fn sweep(st: &Storage) -> Result<u64, EngineError> {
         st.engine.write(batch)?;
     }
     if removed > 0 {
-        st.engine.flush_wal_buffer()?;
+        st.engine.flush_wal_buffer(st.engine.write_mark())?;
     }
     st.counters.expired.fetch_add(removed, Ordering::Relaxed);
     Ok(removed)

@@ -17,6 +17,18 @@ pub const EXPIRY: u8 = 0x00;
 /// Bytes before the user key in a data record.
 pub const DATA_PREFIX_LEN: usize = 9;
 
+/// The part of a record key that RocksDB's hash-indexed memtable buckets it by (the
+/// shard families' prefix extractor): a data record's tag and key hash, so a point read or
+/// write finds its key in a bucket of about one entry; for the expiry index its tag alone,
+/// so the whole index sits in one ordered bucket the expiry sweep can walk in order.
+pub fn record_prefix(record_key: &[u8]) -> &[u8] {
+    let len = match record_key.first() {
+        Some(&DATA) => DATA_PREFIX_LEN,
+        _ => 1,
+    };
+    &record_key[..len.min(record_key.len())]
+}
+
 /// A key's position in its shard's scan order.
 #[inline]
 pub fn order_of(key: &[u8]) -> u64 {

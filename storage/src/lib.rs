@@ -6,6 +6,7 @@
 //! - `value`: the stored value header (format version, type, expiry).
 //! - `locks`: per-key write serialization, so read-modify-write commands lose no update.
 //! - `strings`, `keyspace`, `walk`: the Redis commands, on top of the engine.
+//! - `group`: consecutive blind writes and increments of a batch, run as one engine write.
 //! - [`metrics`]: the engine's Prometheus metrics.
 //! - [`node`]: the cluster storage node (`ringkv-storage`): its port, its etcd membership and
 //!   the shard map it follows.
@@ -20,6 +21,7 @@ pub mod config;
 mod engine;
 mod expiry;
 mod float;
+mod group;
 mod keyspace;
 mod layout;
 mod locks;
@@ -41,6 +43,7 @@ use ringkv_common::resp::Reply;
 pub use config::{Fsync, Hosting, StorageConfig, StorageError};
 use engine::Engine;
 pub use engine::EngineError;
+pub use group::WriteGroup;
 use locks::KeyLocks;
 
 /// Figures for INFO.
@@ -206,29 +209,6 @@ impl Storage {
         reply_of(spec, outcome)
     }
 
-    /// Runs the blind writes a storage node gathered from one batch of shard-scoped requests
-    /// (plain `SET k v` and `MSET`, each already checked with [`Storage::in_scope`]) as one
-    /// engine write: one lock round, one write group, one log append, instead of one each.
-    /// `pairs` is every request's `key value…` in request order; `parts` names each request's
-    /// command and shard, so the metrics count them as they came. The one reply (`+OK` or
-    /// the engine's error) answers every part.
-    pub fn execute_blind_writes(
-        &self,
-        pairs: &[Bytes],
-        parts: &[(&'static CommandSpec, u32)],
-    ) -> Reply {
-        let started = std::time::Instant::now();
-        let outcome = strings::mset(self, pairs, false);
-        let took = started.elapsed() / u32::try_from(parts.len().max(1)).unwrap_or(u32::MAX);
-        for &(spec, shard) in parts {
-            self.record(spec, Some(shard), took);
-        }
-        match parts.first() {
-            Some(&(spec, _)) => reply_of(spec, outcome),
-            None => Reply::Ok,
-        }
-    }
-
     /// Refuses a request scoped to a shard this store does not host, or whose keys belong
     /// to another shard (a proxy routing by a different shard count or hash); the error is
     /// the reply [`Storage::execute_in`] gives.
@@ -251,7 +231,12 @@ impl Storage {
     /// Whether running `spec` may wait for a disk sync (`--fsync always` and a write): the
     /// caller then runs it on a blocking thread so that concurrent writers share one sync.
     pub fn may_block(&self, spec: &CommandSpec) -> bool {
-        self.fsync == Fsync::Always && !self.sync_per_batch && spec.has(flag::WRITE)
+        self.writes_may_block() && spec.has(flag::WRITE)
+    }
+
+    /// Whether every write may wait for a disk sync ([`Storage::may_block`] for writes).
+    pub fn writes_may_block(&self) -> bool {
+        self.fsync == Fsync::Always && !self.sync_per_batch
     }
 
     /// Whether [`Storage::end_batch`] waits for a disk sync (then call it off the async
@@ -260,15 +245,22 @@ impl Storage {
         self.fsync == Fsync::Always && self.sync_per_batch
     }
 
-    /// Makes the writes of a batch of requests survive the process being killed: call it
-    /// after running a batch that wrote and before sending its replies. (The WAL is written
-    /// to the OS once per batch rather than once per write; `--fsync` then decides when it
-    /// reaches the disk.)
-    pub fn end_batch(&self) -> Result<(), StorageError> {
+    /// The mark a batch takes once its writes are done, for [`Storage::end_batch`].
+    pub fn write_mark(&self) -> u64 {
+        self.engine.write_mark()
+    }
+
+    /// Makes the writes of a batch of requests (those before `mark`, a
+    /// [`Storage::write_mark`]) survive the process being killed: call it after running a
+    /// batch that wrote and before sending its replies. The WAL is written to the OS once
+    /// for every batch since the last time, not once per write, and a batch that another
+    /// batch's call already covered costs no syscall; `--fsync` then decides when it reaches
+    /// the disk.
+    pub fn end_batch(&self, mark: u64) -> Result<(), StorageError> {
         match (self.fsync, self.sync_per_batch) {
             (Fsync::Always, false) => Ok(()),
             (Fsync::Always, true) => Ok(self.engine.sync_wal()?),
-            _ => Ok(self.engine.flush_wal_buffer()?),
+            _ => Ok(self.engine.flush_wal_buffer(mark)?),
         }
     }
 

@@ -294,7 +294,7 @@ fn mget(st: &Storage, keys: &[Bytes]) -> Outcome {
     Ok(Reply::Array(out))
 }
 
-pub(crate) fn mset(st: &Storage, pairs: &[Bytes], only_if_none_exist: bool) -> Outcome {
+fn mset(st: &Storage, pairs: &[Bytes], only_if_none_exist: bool) -> Outcome {
     if !pairs.len().is_multiple_of(2) {
         let name = if only_if_none_exist { "msetnx" } else { "mset" };
         return Ok(ringkv_common::command::wrong_arity(name));

@@ -278,3 +278,64 @@ fn writes_after_flushall_are_visible_even_when_they_reuse_a_memtable_entry() {
         assert_eq!(run(&st, &["DBSIZE"]), Reply::Int(2), "round {round}");
     }
 }
+
+/// A gathered group (what the standalone connection and the storage node build from a
+/// pipeline) answers exactly what the same requests answer one by one, in order, each seeing
+/// the writes of the ones before it.
+#[test]
+fn a_group_of_writes_and_increments_answers_as_the_requests_one_by_one() {
+    use ringkv_common::command::gatherable;
+    use ringkv_storage::WriteGroup;
+
+    let script: &[&[&str]] = &[
+        &["INCR", "n"],
+        &["INCRBY", "n", "41"],
+        &["SET", "s", "abc"],
+        &["INCR", "s"],
+        &["MSET", "m", "7", "s", "10"],
+        &["DECRBY", "s", "3"],
+        &["DECR", "m"],
+        &["SET", "big", "9223372036854775806"],
+        &["INCR", "big"],
+        &["INCR", "big"],
+        &["INCRBY", "ttl", "5"],
+        &["SET", "n", "x"],
+        &["DECR", "n"],
+    ];
+    let args = |words: &[&str]| -> Vec<Bytes> {
+        words
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect()
+    };
+    let one_by_one_dir = tempfile::tempdir().expect("tempdir");
+    let grouped_dir = tempfile::tempdir().expect("tempdir");
+    let one_by_one = open(one_by_one_dir.path(), 16);
+    let grouped = open(grouped_dir.path(), 16);
+    for st in [&one_by_one, &grouped] {
+        assert_eq!(run(st, &["SET", "ttl", "1", "EX", "1000"]), Reply::Ok);
+    }
+
+    let expected: Vec<Reply> = script.iter().map(|w| run(&one_by_one, w)).collect();
+    let mut group = WriteGroup::default();
+    for words in script {
+        let request = args(words);
+        let (spec, what) = gatherable(&request).expect("every request of the script gathers");
+        group.push(spec, what, &request, None);
+    }
+    let mut replies = Vec::new();
+    grouped.execute_group(&mut group, &mut replies);
+    assert!(group.is_empty(), "the group is emptied for reuse");
+    assert_eq!(replies, expected);
+    assert!(replies.contains(&Reply::Int(42)), "{replies:?}");
+    assert!(replies.iter().filter(|r| r.is_error()).count() >= 3);
+
+    for key in ["n", "s", "m", "big", "ttl"] {
+        assert_eq!(
+            run(&grouped, &["GET", key]),
+            run(&one_by_one, &["GET", key]),
+            "{key}"
+        );
+    }
+    assert!(matches!(run(&grouped, &["TTL", "ttl"]), Reply::Int(n) if n > 990));
+}

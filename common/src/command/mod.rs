@@ -137,19 +137,39 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     index().get(&*lower).copied()
 }
 
-/// A blind write is a plain `SET key value` or a well-formed `MSET`: it reads nothing, so a
-/// batch's consecutive blind writes may run as one engine write (the standalone connection
-/// and the storage node both gather them). Returns its table entry, or `None` for anything
-/// else (SET with options, a malformed MSET, other commands).
-pub fn blind_write(args: &[Bytes]) -> Option<&'static CommandSpec> {
+/// What a gathered request does; see [`gatherable`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gathered {
+    /// A blind write: plain `SET key value` or a well-formed `MSET`. It reads nothing and
+    /// answers `+OK`.
+    Put,
+    /// `INCR` / `DECR` / `INCRBY` / `DECRBY` with a valid delta: adds this to the key's
+    /// number and answers the sum.
+    Add(i64),
+}
+
+/// Whether a request may run together with its neighbours of the same batch as one engine
+/// write under one round of key locks (the standalone connection and the storage node both
+/// gather them): blind writes and integer increments. Each still takes effect between its
+/// arrival and its reply, in order. Returns its table entry and what it does, or `None` for
+/// anything else (SET with options, a malformed MSET, INCRBY with a bad delta, other
+/// commands), which then runs on its own and answers its own errors.
+pub fn gatherable(args: &[Bytes]) -> Option<(&'static CommandSpec, Gathered)> {
     let name = args.first()?;
-    let blind = (args.len() == 3 && name.eq_ignore_ascii_case(b"set"))
-        || (args.len() >= 3 && args.len() % 2 == 1 && name.eq_ignore_ascii_case(b"mset"));
-    if blind {
-        lookup(name)
-    } else {
-        None
-    }
+    let gathered = match (name.len(), args.len()) {
+        (3, 3) if name.eq_ignore_ascii_case(b"set") => Gathered::Put,
+        (4, n) if n >= 3 && n % 2 == 1 && name.eq_ignore_ascii_case(b"mset") => Gathered::Put,
+        (4, 2) if name.eq_ignore_ascii_case(b"incr") => Gathered::Add(1),
+        (4, 2) if name.eq_ignore_ascii_case(b"decr") => Gathered::Add(-1),
+        (6, 3) if name.eq_ignore_ascii_case(b"incrby") => {
+            Gathered::Add(crate::resp::request::parse_i64(&args[2])?)
+        }
+        (6, 3) if name.eq_ignore_ascii_case(b"decrby") => {
+            Gathered::Add(crate::resp::request::parse_i64(&args[2])?.checked_neg()?)
+        }
+        _ => return None,
+    };
+    Some((lookup(name)?, gathered))
 }
 
 /// Finds the command a request names and checks its arity, answering exactly as Redis 7 does
@@ -236,6 +256,33 @@ mod tests {
             Reply::Error(e) => String::from_utf8_lossy(&e).into_owned(),
             other => panic!("expected an error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn only_plain_writes_and_valid_increments_gather() {
+        let what = |words: &[&str]| gatherable(&args(words)).map(|(spec, w)| (spec.cmd, w));
+        assert_eq!(what(&["set", "k", "v"]), Some((Cmd::Set, Gathered::Put)));
+        assert_eq!(
+            what(&["MSET", "a", "1", "b", "2"]),
+            Some((Cmd::Mset, Gathered::Put))
+        );
+        assert_eq!(what(&["Incr", "k"]), Some((Cmd::Incr, Gathered::Add(1))));
+        assert_eq!(what(&["decr", "k"]), Some((Cmd::Decr, Gathered::Add(-1))));
+        assert_eq!(
+            what(&["incrby", "k", "-5"]),
+            Some((Cmd::Incrby, Gathered::Add(-5)))
+        );
+        assert_eq!(
+            what(&["decrby", "k", "5"]),
+            Some((Cmd::Decrby, Gathered::Add(-5)))
+        );
+        // Options, bad arity or a bad delta: run alone, which answers the error.
+        assert_eq!(what(&["set", "k", "v", "NX"]), None);
+        assert_eq!(what(&["mset", "a", "1", "b"]), None);
+        assert_eq!(what(&["incr", "k", "x"]), None);
+        assert_eq!(what(&["incrby", "k", "1.5"]), None);
+        assert_eq!(what(&["decrby", "k", "-9223372036854775808"]), None);
+        assert_eq!(what(&["get", "k"]), None);
     }
 
     #[test]

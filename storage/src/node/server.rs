@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use ringkv_common::command::{self, flag, CommandSpec, Route};
+use ringkv_common::command::{self, flag, Route};
 use ringkv_common::internal::{
     open_envelope, secret_matches, Refusal, AUTH, NOAUTH_NODE, SHARD, WRONG_SECRET,
 };
@@ -23,7 +23,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::ownership::Ownership;
-use crate::{Scope, Storage};
+use crate::{Scope, Storage, WriteGroup};
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
@@ -32,7 +32,7 @@ const READ_CHUNK: usize = 64 * 1024;
 const FLUSH_AT: usize = 1024 * 1024;
 
 /// Most requests gathered into one engine write.
-const MAX_BLIND_WRITES: usize = 1024;
+const MAX_GATHERED: usize = 1024;
 
 /// What every connection of the node shares.
 pub struct NodeContext {
@@ -52,20 +52,19 @@ pub struct NodeContext {
     pub secret: Option<Bytes>,
 }
 
-/// Consecutive blind writes of one batch (`SHARD … SET k v`, `SHARD … MSET …`), run as one
-/// engine write at the first request that is not one, or at the end of the batch (before any
-/// reply leaves), as the standalone server does for its clients: each request still takes
-/// effect between its arrival and its reply, in order.
+/// Consecutive gatherable requests of one batch (`SHARD … SET k v`, `SHARD … MSET …`,
+/// `SHARD … INCR k`…), run as one engine write at the first request that is not one, or at
+/// the end of the batch (before any reply leaves), as the standalone server does for its
+/// clients: each request still takes effect between its arrival and its reply, in order.
 #[derive(Default)]
-struct BlindWrites {
-    /// Every gathered request's `key value…`, sharing the read buffer.
-    pairs: Vec<Bytes>,
-    /// Each request's command and shard.
-    parts: Vec<(&'static CommandSpec, u32)>,
+struct Gathering {
+    group: WriteGroup,
+    /// The replies of the last group run, reused from group to group.
+    replies: Vec<Reply>,
 }
 
-impl BlindWrites {
-    /// Takes `args` into the group if it is a blind write this node may run now (served
+impl Gathering {
+    /// Takes `args` into the group if it is gatherable and this node may run it now (served
     /// shard and epoch, keys in the shard, no per-write sync); otherwise leaves it to
     /// [`handle`], which answers it (or refuses it) on its own.
     fn absorb(&mut self, ctx: &NodeContext, args: &[Bytes]) -> bool {
@@ -75,7 +74,7 @@ impl BlindWrites {
         let Ok((envelope, inner)) = open_envelope(args) else {
             return false;
         };
-        let Some(spec) = command::blind_write(inner) else {
+        let Some((spec, what)) = command::gatherable(inner) else {
             return false;
         };
         if ctx.storage.may_block(spec)
@@ -85,23 +84,21 @@ impl BlindWrites {
             return false;
         }
         ctx.commands.fetch_add(1, Ordering::Relaxed);
-        self.pairs.extend_from_slice(&inner[1..]);
-        self.parts.push((spec, envelope.shard));
+        self.group.push(spec, what, inner, Some(envelope.shard));
         true
     }
 
-    /// Runs the gathered writes, if any, and encodes one reply per request; returns whether
-    /// anything was written.
+    /// Runs the gathered requests, if any, and encodes their replies; returns whether
+    /// anything was run.
     fn run(&mut self, ctx: &NodeContext, output: &mut BytesMut) -> bool {
-        if self.parts.is_empty() {
+        if self.group.is_empty() {
             return false;
         }
-        let reply = ctx.storage.execute_blind_writes(&self.pairs, &self.parts);
-        for _ in 0..self.parts.len() {
+        ctx.storage
+            .execute_group(&mut self.group, &mut self.replies);
+        for reply in self.replies.drain(..) {
             reply.encode(Protocol::Resp2, output);
         }
-        self.pairs.clear();
-        self.parts.clear();
         true
     }
 }
@@ -146,7 +143,7 @@ async fn run(
     let mut parser = RequestParser::new(RequestLimits::default());
     let mut args: Vec<Bytes> = Vec::with_capacity(8);
     let mut authenticated = ctx.secret.is_none();
-    let mut blind = BlindWrites::default();
+    let mut gathering = Gathering::default();
     loop {
         if input.capacity() - input.len() < READ_CHUNK / 4 {
             input.reserve(READ_CHUNK);
@@ -173,14 +170,14 @@ async fn run(
                         break;
                     }
                 }
-                Ok(Parsed::Request) if blind.absorb(ctx, &args) => {
+                Ok(Parsed::Request) if gathering.absorb(ctx, &args) => {
                     args.clear();
-                    if blind.parts.len() >= MAX_BLIND_WRITES {
-                        wrote |= blind.run(ctx, &mut output);
+                    if gathering.group.len() >= MAX_GATHERED {
+                        wrote |= gathering.run(ctx, &mut output);
                     }
                 }
                 Ok(Parsed::Request) => {
-                    wrote |= blind.run(ctx, &mut output);
+                    wrote |= gathering.run(ctx, &mut output);
                     let (reply, writes, quit) = handle(ctx, &args).await;
                     args.clear();
                     wrote |= writes;
@@ -198,14 +195,14 @@ async fn run(
                 Ok(Parsed::Empty) => args.clear(),
                 Ok(Parsed::Incomplete) => break,
                 Err(err) => {
-                    wrote |= blind.run(ctx, &mut output);
+                    wrote |= gathering.run(ctx, &mut output);
                     Reply::error_owned(format!("ERR {err}")).encode(Protocol::Resp2, &mut output);
                     close = true;
                     break;
                 }
             }
         }
-        wrote |= blind.run(ctx, &mut output);
+        wrote |= gathering.run(ctx, &mut output);
         end_batch(ctx, wrote).await;
         if !output.is_empty() {
             stream.write_all(&output).await?;
@@ -241,16 +238,20 @@ async fn end_batch(ctx: &NodeContext, wrote: bool) {
     if !wrote {
         return;
     }
+    // Group commit, as the standalone server does (`Backend::end_batch`): the other
+    // connections ready now run their batches first, and one log write covers them all.
+    let mark = ctx.storage.write_mark();
+    tokio::task::yield_now().await;
     let result = if ctx.storage.end_batch_blocks() {
         let storage = Arc::clone(&ctx.storage);
-        tokio::task::spawn_blocking(move || storage.end_batch())
+        tokio::task::spawn_blocking(move || storage.end_batch(mark))
             .await
             .unwrap_or_else(|err| {
                 tracing::error!(%err, "syncing the WAL failed");
                 Ok(())
             })
     } else {
-        ctx.storage.end_batch()
+        ctx.storage.end_batch(mark)
     };
     if let Err(err) = result {
         tracing::error!(%err, "writing the WAL failed");

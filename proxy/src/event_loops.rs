@@ -1,0 +1,136 @@
+//! Client connections served by event-loop threads: one single-threaded tokio runtime per
+//! core, each owning the connections it is given from accept to close, as Redis's and
+//! nginx's event loops do.
+//!
+//! With the multi-threaded runtime, every readiness event could wake a task on the other
+//! worker, and its idle worker had to be woken with a futex (~0.9 per request at
+//! `redis-benchmark -P 1`), besides work stealing between the two queues. Here a
+//! connection's task is only ever polled by its own thread: a request costs its read and its
+//! write, and a turn of the loop runs every connection that is ready before the engine's log
+//! is written once for all of them (see `Backend::end_batch`).
+
+use std::future::Future;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::runtime::{Builder, Handle};
+use tokio::sync::oneshot;
+
+/// How long a loop's runtime waits, when the server stops, for blocking engine calls its
+/// connections started; the connections themselves are drained before that.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// The event-loop threads of one server.
+pub struct EventLoops {
+    loops: Vec<EventLoop>,
+}
+
+/// One thread and its runtime.
+struct EventLoop {
+    handle: Handle,
+    /// Connections it serves now, to give the next one to the least busy loop.
+    connections: Arc<AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Counts a connection on its loop for as long as it lives.
+struct Served(Arc<AtomicUsize>);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl EventLoops {
+    /// Starts `threads` loops (at least one).
+    pub fn start(threads: usize) -> io::Result<EventLoops> {
+        let mut loops = Vec::with_capacity(threads.max(1));
+        for i in 0..threads.max(1) {
+            let runtime = Builder::new_current_thread().enable_all().build()?;
+            let handle = runtime.handle().clone();
+            let (stop, stopped) = oneshot::channel::<()>();
+            let thread = std::thread::Builder::new()
+                .name(format!("ringkv-loop-{i}"))
+                .spawn(move || {
+                    runtime.block_on(async {
+                        let _ = stopped.await;
+                    });
+                    runtime.shutdown_timeout(STOP_GRACE);
+                })?;
+            loops.push(EventLoop {
+                handle,
+                connections: Arc::new(AtomicUsize::new(0)),
+                stop: Some(stop),
+                thread: Some(thread),
+            });
+        }
+        Ok(EventLoops { loops })
+    }
+
+    /// One loop per core the process may use.
+    pub fn per_core() -> io::Result<EventLoops> {
+        EventLoops::start(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+
+    /// Hands an accepted connection to the loop serving the fewest; `serve` runs there.
+    pub fn serve<F>(&self, stream: TcpStream, serve: impl FnOnce(TcpStream) -> F + Send + 'static)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let Some(chosen) = self
+            .loops
+            .iter()
+            .min_by_key(|l| l.connections.load(Ordering::Relaxed))
+        else {
+            return;
+        };
+        // Leave this runtime's reactor; the loop registers the socket with its own.
+        let std_stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(err) => {
+                tracing::debug!(%err, "connection lost before it reached an event loop");
+                return;
+            }
+        };
+        chosen.connections.fetch_add(1, Ordering::Relaxed);
+        let served = Served(Arc::clone(&chosen.connections));
+        chosen.handle.spawn(async move {
+            let _served = served;
+            match TcpStream::from_std(std_stream) {
+                Ok(stream) => serve(stream).await,
+                Err(err) => tracing::debug!(%err, "cannot register a connection"),
+            }
+        });
+    }
+}
+
+impl Drop for EventLoops {
+    fn drop(&mut self) {
+        for l in &mut self.loops {
+            if let Some(stop) = l.stop.take() {
+                let _ = stop.send(());
+            }
+        }
+        for l in &mut self.loops {
+            if let Some(thread) = l.thread.take() {
+                if thread.join().is_err() {
+                    tracing::error!("an event-loop thread panicked");
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for EventLoops {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventLoops")
+            .field("threads", &self.loops.len())
+            .finish()
+    }
+}

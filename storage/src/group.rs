@@ -1,0 +1,187 @@
+//! Consecutive gatherable requests of one batch (blind writes and integer increments, see
+//! [`ringkv_common::command::gatherable`]) run as one engine write under one round of key
+//! locks, instead of a lock, a read and a write group each.
+//!
+//! A group holds every key lock it needs from before its first read until its write is
+//! applied, and its requests run in arrival order against what the group itself has written
+//! so far, so each request takes effect between its arrival and its reply exactly as if it
+//! had run alone. The locks are taken all at once, in stripe order, as MSET takes them, so
+//! groups cannot deadlock with each other or with multi-key commands.
+
+use std::ops::Range;
+
+use ahash::AHashMap;
+use bytes::Bytes;
+use ringkv_common::args::{NOT_INTEGER, OVERFLOW};
+use ringkv_common::clock::now_ms;
+use ringkv_common::command::{CommandSpec, Gathered};
+use ringkv_common::resp::request::parse_i64;
+use ringkv_common::resp::Reply;
+
+use crate::{reply_of, Failure, Storage};
+
+/// Gathered requests, waiting for [`Storage::execute_group`].
+#[derive(Default)]
+pub struct WriteGroup {
+    /// Every request's arguments after its name (keys, values, deltas), sharing the request
+    /// buffers (no copy).
+    args: Vec<Bytes>,
+    ops: Vec<Op>,
+    /// Whether any request is an increment (otherwise nothing reads, and the writes go
+    /// straight into the batch).
+    reads: bool,
+}
+
+/// One gathered request.
+struct Op {
+    spec: &'static CommandSpec,
+    what: Gathered,
+    /// Its arguments in `WriteGroup::args`.
+    args: Range<usize>,
+    /// The shard a storage node checked it against, for the per-shard metrics.
+    shard: Option<u32>,
+}
+
+impl WriteGroup {
+    /// Adds a request (`args[0]` is its name) that [`ringkv_common::command::gatherable`]
+    /// accepted; `shard` is the shard a storage node checked its keys against.
+    pub fn push(
+        &mut self,
+        spec: &'static CommandSpec,
+        what: Gathered,
+        args: &[Bytes],
+        shard: Option<u32>,
+    ) {
+        let start = self.args.len();
+        self.args.extend_from_slice(&args[1..]);
+        self.reads |= matches!(what, Gathered::Add(_));
+        self.ops.push(Op {
+            spec,
+            what,
+            args: start..self.args.len(),
+            shard,
+        });
+    }
+
+    /// How many requests are waiting.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether no request is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Forgets every request (their buffers are kept for the next group).
+    pub fn clear(&mut self) {
+        self.args.clear();
+        self.ops.clear();
+        self.reads = false;
+    }
+
+    /// Every key the group writes, for the locks.
+    fn keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.ops.iter().flat_map(|op| {
+            let args = &self.args[op.args.clone()];
+            let step = if op.what == Gathered::Put {
+                2
+            } else {
+                args.len()
+            };
+            args.iter().step_by(step).map(|k| &k[..])
+        })
+    }
+}
+
+/// A value the group has written, as later requests of the group must see it.
+enum Pending {
+    Bytes(Bytes),
+    Int(i64),
+}
+
+impl Storage {
+    /// Runs a group's requests in order as one engine write and pushes one reply per request
+    /// onto `replies`, in order; the group is left empty. If the engine write fails, every
+    /// request is answered with its error, and none took effect.
+    pub fn execute_group(&self, group: &mut WriteGroup, replies: &mut Vec<Reply>) {
+        if group.is_empty() {
+            return;
+        }
+        let started = std::time::Instant::now();
+        let first = replies.len();
+        let outcome = self.run_group(group, replies);
+        let took = started.elapsed() / u32::try_from(group.ops.len().max(1)).unwrap_or(u32::MAX);
+        for op in &group.ops {
+            let shard = op
+                .shard
+                .or_else(|| group.args.get(op.args.start).map(|key| self.shard(key)));
+            self.record(op.spec, shard, took);
+        }
+        if let Err(failure) = outcome {
+            let reply = reply_of(group.ops[0].spec, Err(failure));
+            replies.truncate(first);
+            replies.extend(group.ops.iter().map(|_| reply.clone()));
+        }
+        group.clear();
+    }
+
+    fn run_group(&self, group: &WriteGroup, replies: &mut Vec<Reply>) -> Result<(), Failure> {
+        let _held = self.locks.lock_many(group.keys());
+        let mut batch = self.engine.batch();
+        if !group.reads {
+            for pair in group.args.chunks_exact(2) {
+                self.engine
+                    .put(&mut batch, self.shard(&pair[0]), &pair[0], 0, &pair[1])?;
+            }
+            self.engine.write(batch)?;
+            replies.extend(group.ops.iter().map(|_| Reply::Ok));
+            return Ok(());
+        }
+        // What the group has written so far: key → (expiry, value).
+        let mut written: AHashMap<&[u8], (i64, Pending)> = AHashMap::new();
+        let now = now_ms();
+        for op in &group.ops {
+            let args = &group.args[op.args.clone()];
+            match op.what {
+                Gathered::Put => {
+                    for pair in args.chunks_exact(2) {
+                        written.insert(&pair[0], (0, Pending::Bytes(pair[1].clone())));
+                    }
+                    replies.push(Reply::Ok);
+                }
+                Gathered::Add(by) => {
+                    let key = &args[0][..];
+                    let (expire_at, current) = match written.get(key) {
+                        Some(&(at, Pending::Int(n))) => (at, Some(n)),
+                        Some((at, Pending::Bytes(b))) => (*at, parse_i64(b)),
+                        None => match self.read(key, now)? {
+                            Some(v) => (v.expire_at, parse_i64(&v.payload)),
+                            None => (0, Some(0)),
+                        },
+                    };
+                    let reply = match current.map(|n| n.checked_add(by)) {
+                        None => NOT_INTEGER,
+                        Some(None) => OVERFLOW,
+                        Some(Some(sum)) => {
+                            written.insert(key, (expire_at, Pending::Int(sum)));
+                            Reply::Int(sum)
+                        }
+                    };
+                    replies.push(reply);
+                }
+            }
+        }
+        let mut digits = itoa::Buffer::new();
+        for (key, (expire_at, value)) in &written {
+            let payload = match value {
+                Pending::Bytes(b) => &b[..],
+                &Pending::Int(n) => digits.format(n).as_bytes(),
+            };
+            self.engine
+                .put(&mut batch, self.shard(key), key, *expire_at, payload)?;
+        }
+        self.engine.write(batch)?;
+        Ok(())
+    }
+}

@@ -335,7 +335,7 @@ impl Connection {
         }
     }
 
-    /// Runs the parsed request on its own (after the blind writes gathered before it);
+    /// Runs the parsed request on its own (after the requests gathered before it);
     /// returns what the batch must do next if the request ends it.
     async fn run_one(&mut self, ctx: &ServerContext) -> io::Result<Option<Next>> {
         self.run_gathered(ctx).await;

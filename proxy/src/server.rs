@@ -50,6 +50,9 @@ pub enum ServerError {
         /// Why.
         source: io::Error,
     },
+    /// The event-loop threads could not be started (out of threads or memory).
+    #[error("cannot start the event-loop threads: {0}")]
+    EventLoops(io::Error),
     /// The engine could not make the last writes durable.
     #[error("flushing the storage engine failed: {0}")]
     Flush(String),
@@ -80,9 +83,7 @@ impl Server {
         // one runtime's work-stealing queues do cheaply; the standalone server's
         // connections only call the engine, so each can stay on one thread.
         let loops = match backend {
-            Backend::Local(_) => {
-                Some(EventLoops::per_core().map_err(|source| ServerError::Bind { addr, source })?)
-            }
+            Backend::Local(_) => Some(EventLoops::per_core().map_err(ServerError::EventLoops)?),
             Backend::Remote(_) => None,
         };
         let ctx = Arc::new(ServerContext::new(settings(local), backend));

@@ -160,9 +160,10 @@ impl Backend {
         }
     }
 
-    /// Whether consecutive blind writes of a pipeline should run as one MSET. In process
-    /// they share one engine write; through a cluster a failed shard would fail the SETs
-    /// of every other shard in the group, so each request goes on its own.
+    /// Whether consecutive gatherable requests of a pipeline (blind writes, increments) run
+    /// as one group ([`Backend::execute_group`]). In process they share one engine write;
+    /// through a cluster a failed shard would fail the requests of every other shard in the
+    /// group, so each request goes on its own (and the storage node gathers them).
     pub fn coalesces_writes(&self) -> bool {
         matches!(self, Backend::Local(_))
     }

@@ -29,9 +29,9 @@ const INPLACE_UPDATE_LOCKS: usize = 64;
 /// Hash buckets per memtable (8 bytes each, from the memtable's own arena: 32 KiB, so 8 MiB
 /// of the write budget with 256 shards). Few enough that the bucket arrays of all shards stay
 /// in cache (a HashSkipList of 16,384 buckets measured 0.71-0.97x the throughput of this
-/// HashLinkList at -P 16), many enough for
-/// about one record per bucket at the ~1 MiB a shard's memtable averages under the shared
-/// budget; a bucket past 256 records turns into a skiplist.
+/// HashLinkList at -P 16), many enough for about one record per bucket at the ~1 MiB a
+/// shard's memtable averages under the shared budget; a bucket past 256 records turns into a
+/// skiplist.
 const MEMTABLE_BUCKETS: usize = 4 * 1024;
 
 /// Why an engine call failed.
@@ -159,9 +159,10 @@ impl Engine {
         // Point reads and writes find their key through a hash of its record prefix (tag and
         // key hash, see `layout::record_prefix`) into a short linked list, instead of a
         // skiplist search: with every recently written key in a memtable, that search was a
-        // dozen dependent cache misses and a quarter of a SET's CPU. Ordered walks (SCAN, KEYS, DBSIZE) ask for total
-        // order, for which RocksDB sorts a copy of the memtable; the expiry index keeps one
-        // ordered bucket, which the expiry sweep walks without a copy.
+        // dozen dependent cache misses and a quarter of a SET's CPU. Ordered walks (SCAN,
+        // KEYS, DBSIZE) ask for total order, for which RocksDB sorts a copy of the memtable;
+        // the expiry index keeps one ordered bucket, which the expiry sweep walks without a
+        // copy.
         cf_opts.set_prefix_extractor(SliceTransform::create(
             "ringkv.record-prefix",
             layout::record_prefix,

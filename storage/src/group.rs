@@ -12,12 +12,12 @@ use std::ops::Range;
 
 use ahash::AHashMap;
 use bytes::Bytes;
-use ringkv_common::args::{NOT_INTEGER, OVERFLOW};
+use ringkv_common::args::OVERFLOW;
 use ringkv_common::clock::now_ms;
 use ringkv_common::command::{CommandSpec, Gathered};
-use ringkv_common::resp::request::parse_i64;
 use ringkv_common::resp::Reply;
 
+use crate::strings::incremented;
 use crate::{reply_of, Failure, Storage};
 
 /// Gathered requests, waiting for [`Storage::execute_group`].
@@ -27,9 +27,6 @@ pub struct WriteGroup {
     /// buffers (no copy).
     args: Vec<Bytes>,
     ops: Vec<Op>,
-    /// Whether any request is an increment (otherwise nothing reads, and the writes go
-    /// straight into the batch).
-    reads: bool,
 }
 
 /// One gathered request.
@@ -54,7 +51,6 @@ impl WriteGroup {
     ) {
         let start = self.args.len();
         self.args.extend_from_slice(&args[1..]);
-        self.reads |= matches!(what, Gathered::Add(_));
         self.ops.push(Op {
             spec,
             what,
@@ -77,7 +73,6 @@ impl WriteGroup {
     pub fn clear(&mut self) {
         self.args.clear();
         self.ops.clear();
-        self.reads = false;
     }
 
     /// Every key the group writes, for the locks.
@@ -129,7 +124,8 @@ impl Storage {
     fn run_group(&self, group: &WriteGroup, replies: &mut Vec<Reply>) -> Result<(), Failure> {
         let _held = self.locks.lock_many(group.keys());
         let mut batch = self.engine.batch();
-        if !group.reads {
+        // Blind writes only: nothing reads, the pairs go straight into the batch.
+        if group.ops.iter().all(|op| op.what == Gathered::Put) {
             for pair in group.args.chunks_exact(2) {
                 self.engine
                     .put(&mut batch, self.shard(&pair[0]), &pair[0], 0, &pair[1])?;
@@ -152,23 +148,25 @@ impl Storage {
                 }
                 Gathered::Add(by) => {
                     let key = &args[0][..];
-                    let (expire_at, current) = match written.get(key) {
-                        Some(&(at, Pending::Int(n))) => (at, Some(n)),
-                        Some((at, Pending::Bytes(b))) => (*at, parse_i64(b)),
-                        None => match self.read(key, now)? {
-                            Some(v) => (v.expire_at, parse_i64(&v.payload)),
-                            None => (0, Some(0)),
-                        },
+                    let (expire_at, sum) = match written.get(key) {
+                        Some(&(at, Pending::Int(n))) => (at, n.checked_add(by).ok_or(OVERFLOW)),
+                        Some((at, Pending::Bytes(b))) => (*at, incremented(Some(b), by)),
+                        None => {
+                            let stored = self.read(key, now)?;
+                            let payload = stored.as_ref().map(|v| &v.payload[..]);
+                            (
+                                stored.as_ref().map_or(0, |v| v.expire_at),
+                                incremented(payload, by),
+                            )
+                        }
                     };
-                    let reply = match current.map(|n| n.checked_add(by)) {
-                        None => NOT_INTEGER,
-                        Some(None) => OVERFLOW,
-                        Some(Some(sum)) => {
+                    replies.push(match sum {
+                        Ok(sum) => {
                             written.insert(key, (expire_at, Pending::Int(sum)));
                             Reply::Int(sum)
                         }
-                    };
-                    replies.push(reply);
+                        Err(error) => error,
+                    });
                 }
             }
         }

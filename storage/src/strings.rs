@@ -337,16 +337,21 @@ fn append(st: &Storage, key: &Bytes, tail: &Bytes) -> Outcome {
     Ok(Reply::Int(payload.len() as i64))
 }
 
+/// INCRBY's arithmetic on a stored string (`None`: no key, which counts as 0), with Redis's
+/// errors; shared by INCR run alone and INCR in a gathered group.
+pub(crate) fn incremented(current: Option<&[u8]>, by: i64) -> Result<i64, Reply> {
+    let current = match current {
+        Some(payload) => parse_i64(payload).ok_or(NOT_INTEGER)?,
+        None => 0,
+    };
+    current.checked_add(by).ok_or(OVERFLOW)
+}
+
 fn incr_by(st: &Storage, key: &Bytes, by: i64) -> Outcome {
     let _guard = st.locks.lock(key);
     let old = st.read(key, now_ms())?;
-    let (expire_at, current) = match &old {
-        Some(v) => (v.expire_at, parse_i64(&v.payload).ok_or(NOT_INTEGER)?),
-        None => (0, 0),
-    };
-    let Some(next) = current.checked_add(by) else {
-        return Err(OVERFLOW.into());
-    };
+    let expire_at = old.as_ref().map_or(0, |v| v.expire_at);
+    let next = incremented(old.as_ref().map(|v| &v.payload[..]), by)?;
     let text = itoa::Buffer::new().format(next).as_bytes().to_vec();
     st.write_one(key, expire_at, &text)?;
     Ok(Reply::Int(next))

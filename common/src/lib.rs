@@ -22,6 +22,9 @@
 //! - [`glob`]: Redis glob patterns (KEYS, SCAN MATCH, CONFIG GET).
 //! - [`signal`]: SIGTERM / SIGINT, the shutdown signals of every binary.
 //! - [`clock`]: wall-clock milliseconds, the unit of every expiry.
+//! - [`event_loops`]: event-loop threads, one single-threaded runtime per core, each serving
+//!   its connections from accept to close (the standalone server, the proxy, the storage
+//!   node).
 
 pub mod acl;
 pub mod args;
@@ -30,6 +33,7 @@ pub mod clock;
 pub mod command;
 pub mod cursor;
 pub mod etcd;
+pub mod event_loops;
 pub mod glob;
 pub mod internal;
 pub mod metrics;

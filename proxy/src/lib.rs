@@ -5,8 +5,6 @@
 //!
 //! - [`config`]: the command line, validated once at start; bad values name their flag.
 //! - [`server`]: the listener and accept loop; stops accepting on a signal, drains, flushes.
-//! - [`event_loops`]: the standalone server's event-loop threads, one single-threaded
-//!   runtime per core, each serving its connections from accept to close.
 //! - [`shutdown`]: shutdown as a type, which every connection task holds until it ends.
 //! - [`connection`]: one task per client: reads a batch of pipelined requests, runs them in
 //!   order, writes all their replies at once.
@@ -33,7 +31,6 @@ pub mod config;
 pub mod connection;
 pub mod context;
 pub mod dispatch;
-pub mod event_loops;
 pub mod pool;
 pub mod process;
 pub mod server;

@@ -1,8 +1,13 @@
 //! Multiplexed, pipelined connections from the proxy to one storage node.
 //!
 //! A proxy may serve tens of thousands of clients, but a storage node should see a fixed,
-//! small number of connections from it (default 2): connection count then stays independent
-//! of client count, and many small requests share one syscall. Each connection is two tasks:
+//! small number of connections from it (by default one per event loop of the proxy):
+//! connection count then stays independent of client count, and many small requests share
+//! one syscall. With event loops ([`PoolConfig::loops`]), the connections are spread over
+//! them and a caller uses the connections of its own loop: its request, the write that
+//! carries it and the reply never cross threads, and the writer, woken by the first request
+//! of a loop turn, runs after every client that was ready in that turn has queued its own.
+//! Each connection is two tasks:
 //!
 //! - the *writer* waits for the first queued request, then takes everything else already
 //!   queued (`try_recv`), encodes the whole batch into one buffer and writes it at once; it
@@ -35,6 +40,8 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify, OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tokio::time::Instant;
 
+pub use ringkv_common::event_loops::LoopSet;
+
 /// Most requests encoded into one write: bounds the buffer and the latency of the first
 /// request in a batch when the queue is very deep.
 const MAX_BATCH: usize = 1024;
@@ -64,6 +71,11 @@ pub struct PoolConfig {
     /// The cluster secret, presented (`AUTH <secret>`) on every new connection before any
     /// request; `None` for a node that asks for none.
     pub auth: Option<Bytes>,
+    /// The event loops the connections run on: connection `i` lives on loop `i` modulo
+    /// their count, and callers on a loop use that loop's connections (the others only if
+    /// all of its own are down, or if it has none). Empty: every connection runs on the
+    /// runtime that creates the pool, and callers share them all.
+    pub loops: LoopSet,
 }
 
 impl Default for PoolConfig {
@@ -76,6 +88,7 @@ impl Default for PoolConfig {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
             auth: None,
+            loops: LoopSet::default(),
         }
     }
 }
@@ -279,14 +292,15 @@ impl std::fmt::Debug for NodePool {
 }
 
 impl NodePool {
-    /// Starts the connection tasks (it must be called inside a tokio runtime). Connecting
-    /// happens in the background: requests made meanwhile wait for the first attempt rather
-    /// than fail. `connections` and `queue_depth` below 1 are taken as 1.
+    /// Starts the connection tasks on the configured loops (or, with none, on the current
+    /// tokio runtime, so it must then be called inside one). Connecting happens in the
+    /// background: requests made meanwhile wait for the first attempt rather than fail.
+    /// `connections` and `queue_depth` below 1 are taken as 1.
     pub fn new(addr: SocketAddr, config: PoolConfig) -> Self {
         let counters = Arc::new(Counters::default());
         let queue_depth = config.queue_depth.max(1);
         let conns = (0..config.connections.max(1))
-            .map(|_| {
+            .map(|i| {
                 let (queue, requests) = mpsc::channel(queue_depth);
                 let down = Arc::new(Down::default());
                 let task = ConnTask {
@@ -295,7 +309,7 @@ impl NodePool {
                     counters: Arc::clone(&counters),
                     down: Arc::clone(&down),
                 };
-                tokio::spawn(task.run(requests));
+                config.loops.spawn(i, task.run(requests));
                 Conn {
                     queue,
                     room: Arc::new(Semaphore::new(queue_depth)),
@@ -393,9 +407,25 @@ impl NodePool {
         self.pick_from(self.next.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// The connection `start` modulo the count, or the next one up.
+    /// The connection `start` modulo the count (among the caller's loop's connections when
+    /// it runs on one of the pool's loops), or the next one up.
     fn pick_from(&self, start: usize) -> Result<&Conn, PoolError> {
         let n = self.conns.len();
+        if let Some(own) = self.config.loops.index_of_current() {
+            // This loop's connections are own, own + stride, own + 2 × stride…
+            let stride = self.config.loops.len();
+            let count = if own < n {
+                (n - 1 - own) / stride + 1
+            } else {
+                0
+            };
+            for i in 0..count {
+                let conn = &self.conns[own + (start + i) % count * stride];
+                if !conn.down.is_down() {
+                    return Ok(conn);
+                }
+            }
+        }
         for i in 0..n {
             let conn = &self.conns[(start + i) % n];
             if !conn.down.is_down() {

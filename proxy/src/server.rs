@@ -19,8 +19,8 @@ use crate::backend::Backend;
 use crate::config::Config;
 use crate::connection;
 use crate::context::{ServerContext, Settings};
-use crate::event_loops::EventLoops;
 use crate::shutdown::ShutdownController;
+use ringkv_common::event_loops::EventLoops;
 
 /// How long shutdown waits for connections to finish their current batch before flushing
 /// anyway: long enough for any single batch, short enough for a service manager's timeout.
@@ -34,8 +34,8 @@ const TOO_MANY_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
 pub struct Server {
     listener: TcpListener,
     ctx: Arc<ServerContext>,
-    /// Where connections are served: event-loop threads in front of the local engine, the
-    /// caller's runtime in front of a cluster (whose node connections live there).
+    /// The event-loop threads connections are served on; `None`: the caller's runtime (a
+    /// cluster backend whose node connections were not put on loops).
     loops: Option<EventLoops>,
 }
 
@@ -67,11 +67,38 @@ impl Server {
     }
 
     /// Listens on `addr`; `settings` receives the address actually bound (the chosen port
-    /// when 0 was asked for) and gives what CONFIG GET and INFO report.
+    /// when 0 was asked for) and gives what CONFIG GET and INFO report. In front of the
+    /// local engine, connections are served on event loops of their own (one per core); in
+    /// front of a cluster, on the caller's runtime (see [`Server::bind_on_loops`]).
     pub async fn bind_addr(
         addr: SocketAddr,
         settings: impl FnOnce(SocketAddr) -> Settings,
         backend: Backend,
+    ) -> Result<Server, ServerError> {
+        let loops = match backend {
+            Backend::Local(_) => Some(EventLoops::per_core().map_err(ServerError::EventLoops)?),
+            Backend::Remote(_) => None,
+        };
+        Server::bind_with(addr, settings, backend, loops).await
+    }
+
+    /// [`Server::bind_addr`] serving connections on `loops`: the proxy's, whose node
+    /// connections (`PoolConfig::loops`) run there too, so that a client's request stays on
+    /// one thread all the way to the node and back.
+    pub async fn bind_on_loops(
+        addr: SocketAddr,
+        settings: impl FnOnce(SocketAddr) -> Settings,
+        backend: Backend,
+        loops: EventLoops,
+    ) -> Result<Server, ServerError> {
+        Server::bind_with(addr, settings, backend, Some(loops)).await
+    }
+
+    async fn bind_with(
+        addr: SocketAddr,
+        settings: impl FnOnce(SocketAddr) -> Settings,
+        backend: Backend,
+        loops: Option<EventLoops>,
     ) -> Result<Server, ServerError> {
         let listener = TcpListener::bind(addr)
             .await
@@ -79,13 +106,6 @@ impl Server {
         let local = listener
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
-        // A proxy's client tasks and its node-pool tasks hand requests to each other, which
-        // one runtime's work-stealing queues do cheaply; the standalone server's
-        // connections only call the engine, so each can stay on one thread.
-        let loops = match backend {
-            Backend::Local(_) => Some(EventLoops::per_core().map_err(ServerError::EventLoops)?),
-            Backend::Remote(_) => None,
-        };
         let ctx = Arc::new(ServerContext::new(settings(local), backend));
         // Room for every allowed client plus the server's own files and connections.
         let want = ctx.settings.limits.maxclients + 128;

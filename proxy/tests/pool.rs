@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use redis_protocol::resp2::types::BytesFrame;
+use ringkv_common::event_loops::EventLoops;
 use ringkv_common::resp::{Parsed, RequestLimits, RequestParser};
-use ringkv_proxy::pool::{NodePool, PoolConfig, PoolError};
+use ringkv_proxy::pool::{LoopSet, NodePool, PoolConfig, PoolError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinSet;
@@ -142,6 +143,7 @@ fn config() -> PoolConfig {
         backoff_min: Duration::from_millis(10),
         backoff_max: Duration::from_millis(100),
         auth: None,
+        loops: LoopSet::default(),
     }
 }
 
@@ -179,6 +181,58 @@ async fn replies_come_back_in_order_over_fixed_connections_in_batches() {
     assert_eq!(stats.in_flight, 0);
     assert_eq!(stats.connections_up, 2);
     assert_eq!(stats.timeouts, 0);
+}
+
+#[tokio::test]
+async fn connections_on_event_loops_serve_callers_on_those_loops_and_off_them() {
+    let server = FakeNode::start(ECHO).await;
+    let loops = EventLoops::start(2).unwrap();
+    let set = loops.set();
+    let pool = Arc::new(NodePool::new(
+        server.addr,
+        PoolConfig {
+            loops: set.clone(),
+            ..config()
+        },
+    ));
+    let (done, mut finished) = tokio::sync::mpsc::unbounded_channel();
+    for on in 0..2 {
+        for task in 0..25 {
+            let (pool, done, set) = (Arc::clone(&pool), done.clone(), set.clone());
+            set.clone().spawn(on, async move {
+                let mut answers = Vec::new();
+                for i in 0..40 {
+                    let value = format!("{on}-{task}-{i}");
+                    let reply = pool.call_on(i, echo(&value)).await;
+                    answers.push((reply, value));
+                }
+                let _ = done.send((set.index_of_current(), answers));
+            });
+        }
+    }
+    drop(done);
+    let mut callers = 0;
+    while let Some((ran_on, answers)) = finished.recv().await {
+        assert!(ran_on.is_some(), "the caller ran on one of the loops");
+        for (reply, value) in answers {
+            assert_eq!(reply, Ok(BytesFrame::BulkString(Bytes::from(value))));
+        }
+        callers += 1;
+    }
+    assert_eq!(callers, 50);
+    // A caller on no loop (this test's runtime) uses them too.
+    assert_eq!(
+        pool.call(echo("off the loops")).await,
+        Ok(BytesFrame::BulkString(Bytes::from_static(b"off the loops")))
+    );
+    assert_eq!(set.index_of_current(), None);
+    assert_eq!(server.node.accepted.load(Ordering::SeqCst), 2);
+    assert_eq!(server.node.requests.load(Ordering::SeqCst), 2001);
+    let stats = pool.stats();
+    assert!(stats.batches < stats.batched_requests, "{stats:?}");
+    assert_eq!(stats.in_flight, 0);
+    drop(pool);
+    drop(loops);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

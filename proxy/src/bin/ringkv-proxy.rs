@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use ringkv_common::etcd::ClusterStore;
+use ringkv_common::event_loops::EventLoops;
 use ringkv_common::internal::cluster_secret;
 use ringkv_common::shardmap::ClusterConfig;
 use ringkv_proxy::backend::Backend;
@@ -77,12 +78,22 @@ async fn serve(config: ProxyConfig) -> ExitCode {
             return bad_flag("--secret-file", &file.unwrap_or_default(), &reason);
         }
     };
+    let loops = match EventLoops::per_core() {
+        Ok(loops) => loops,
+        Err(err) => {
+            eprintln!("ringkv-proxy: cannot start the event-loop threads: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     let shards = cluster_config.shards;
-    let cluster = Arc::new(Cluster::start(store, cluster_config, config.pool(secret)));
-    let server = match Server::bind_addr(
+    let pool = config.pool(secret, loops.set());
+    let node_connections = pool.connections;
+    let cluster = Arc::new(Cluster::start(store, cluster_config, pool));
+    let server = match Server::bind_on_loops(
         config.listen,
         |addr| Settings::proxy(addr, shards, acl, config.limits, tls),
         Backend::Remote(cluster),
+        loops,
     )
     .await
     {
@@ -99,7 +110,7 @@ async fn serve(config: ProxyConfig) -> ExitCode {
         addr = %server.local_addr(),
         cluster = %config.cluster,
         shards,
-        node_connections = config.node_connections,
+        node_connections,
         "ringkv-proxy {} listening on {}",
         env!("CARGO_PKG_VERSION"),
         server.local_addr(),

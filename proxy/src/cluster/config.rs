@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use crate::pool::PoolConfig;
+use crate::pool::{LoopSet, PoolConfig};
 
 /// The cluster proxy's flags.
 #[derive(Debug, Clone, Parser)]
@@ -28,10 +28,11 @@ pub struct ProxyConfig {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6380")]
     pub listen: SocketAddr,
 
-    /// Connections to each storage node, however many clients there are.
-    #[arg(long, value_name = "N", default_value_t = 2,
+    /// Connections to each storage node, however many clients there are, spread over the
+    /// proxy's event loops (default: one per loop, that is one per core).
+    #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub node_connections: u16,
+    pub node_connections: Option<u16>,
 
     /// Milliseconds a request to a storage node may take, queueing included, before the
     /// client gets a CLUSTERDOWN error.
@@ -66,12 +67,16 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// The settings of the pools to the storage nodes, presenting `secret`.
-    pub fn pool(&self, secret: Option<bytes::Bytes>) -> PoolConfig {
+    /// The settings of the pools to the storage nodes, presenting `secret`, with their
+    /// connections on `loops`.
+    pub fn pool(&self, secret: Option<bytes::Bytes>, loops: LoopSet) -> PoolConfig {
         PoolConfig {
-            connections: usize::from(self.node_connections),
+            connections: self
+                .node_connections
+                .map_or(loops.len().max(1), usize::from),
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             auth: secret,
+            loops,
             ..PoolConfig::default()
         }
     }

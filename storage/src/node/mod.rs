@@ -21,11 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ringkv_common::etcd::ClusterStore;
+use ringkv_common::event_loops::EventLoops;
 use ringkv_common::internal::cluster_secret;
 use ringkv_common::shardmap::{ClusterConfig, NodeInfo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::{Hosting, Storage, StorageConfig};
 pub use config::{FlagError, NodeConfig};
@@ -133,7 +133,7 @@ pub async fn run(config: NodeConfig, stop: impl Future<Output = ()>) -> Result<(
     let exporter = tokio::spawn(export_forever(Arc::clone(&ctx)));
     let lease = membership.register().await;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let follower = tokio::spawn(membership.run(lease, stop_rx.clone()));
+    let mut follower = tokio::spawn(membership.run(lease, stop_rx.clone()));
     tracing::info!(
         id = %config.id,
         %addr,
@@ -143,21 +143,25 @@ pub async fn run(config: NodeConfig, stop: impl Future<Output = ()>) -> Result<(
         listener.local_addr().map_or(addr, |a| a),
     );
 
-    let mut connections = JoinSet::new();
+    // Connections run on event loops, one per core: a proxy's connection is only ever
+    // polled by one thread, and a loop turn ends in one log write for every connection that
+    // was ready (see `server::end_batch`).
+    let loops = EventLoops::per_core()
+        .map_err(|err| NodeError::Fatal(format!("cannot start the event-loop threads: {err}")))?;
     tokio::pin!(stop);
     loop {
         tokio::select! {
             () = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    connections.spawn(server::serve(stream, Arc::clone(&ctx), stop_rx.clone()));
+                    let (ctx, stop) = (Arc::clone(&ctx), stop_rx.clone());
+                    loops.serve(stream, move |stream| server::serve(stream, ctx, stop));
                 }
                 Err(err) => {
                     tracing::warn!(%err, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
     drop(listener);
@@ -165,20 +169,23 @@ pub async fn run(config: NodeConfig, stop: impl Future<Output = ()>) -> Result<(
     tracing::info!("shutting down: leaving the cluster, finishing requests in progress");
     // The membership task revokes the lease: the record vanishes now, not after the TTL.
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(REVOKE_DEADLINE, follower)
+    if tokio::time::timeout(REVOKE_DEADLINE, &mut follower)
         .await
         .is_err()
     {
+        follower.abort();
         tracing::warn!("etcd did not answer; the node record expires with its lease");
     }
-    if tokio::time::timeout(DRAIN_GRACE, async {
-        while connections.join_next().await.is_some() {}
-    })
-    .await
-    .is_err()
+    // Every connection holds a receiver of the stop signal until it ends: once they are all
+    // gone, the batches in progress are done.
+    drop(stop_rx);
+    if tokio::time::timeout(DRAIN_GRACE, stop_tx.closed())
+        .await
+        .is_err()
     {
         tracing::warn!(grace = ?DRAIN_GRACE, "some connections did not finish in time");
     }
+    drop(loops);
     let flushed = tokio::task::spawn_blocking(move || storage.flush()).await;
     match flushed {
         Ok(Ok(())) => {

@@ -1,6 +1,6 @@
-//! Client connections served by event-loop threads: one single-threaded tokio runtime per
-//! core, each owning the connections it is given from accept to close, as Redis's and
-//! nginx's event loops do.
+//! Connections served by event-loop threads: one single-threaded tokio runtime per core,
+//! each owning the connections it is given from accept to close, as Redis's and nginx's
+//! event loops do.
 //!
 //! With the multi-threaded runtime, every readiness event could wake a task on the other
 //! worker, and its idle worker had to be woken with a futex (~0.9 per request at
@@ -8,7 +8,14 @@
 //! connection's task is only ever polled by its own thread: a request costs its read and its
 //! write, and a turn of the loop runs every connection that is ready before the engine's log
 //! is written once for all of them (see `Backend::end_batch`).
+//!
+//! Other tasks can live on a loop too ([`LoopSet`]): the proxy runs its connections to each
+//! storage node on every loop, so a client's request, the node connection that carries it
+//! and the reply all stay on one thread, and a loop turn sends the requests of every client
+//! that was ready in one write (see `pool`). A task asks which loop it runs on with
+//! [`current_loop`].
 
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,9 +31,65 @@ use tokio::sync::oneshot;
 /// connections started; the connections themselves are drained before that.
 const STOP_GRACE: Duration = Duration::from_secs(1);
 
+/// Identities handed to loops, unique in the process, so a task can tell its loop from the
+/// loops of another server in the same process (tests run several).
+static NEXT_LOOP_ID: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// The identity of the loop this thread runs, if it is one.
+    static CURRENT_LOOP: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The identity of the event loop the caller runs on (`None` off the loops): with
+/// [`LoopSet::index_of`], it tells a task which of a set's loops it is on.
+pub fn current_loop() -> Option<usize> {
+    CURRENT_LOOP.with(Cell::get)
+}
+
 /// The event-loop threads of one server.
 pub struct EventLoops {
     loops: Vec<EventLoop>,
+    /// The identity of the first loop; the others follow in order.
+    first_id: usize,
+}
+
+/// Where tasks can be spawned to run on a set of loops, one per index, and how a task finds
+/// its own loop's index. Cheap to clone; an empty set means "the caller's runtime".
+#[derive(Debug, Clone, Default)]
+pub struct LoopSet {
+    handles: Vec<Handle>,
+    first_id: usize,
+}
+
+impl LoopSet {
+    /// How many loops.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    /// Whether the set has no loops (tasks then run on the caller's runtime).
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Spawns `task` on loop `index` (modulo the count), or on the caller's runtime when the
+    /// set is empty.
+    pub fn spawn<F>(&self, index: usize, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        if self.handles.is_empty() {
+            tokio::spawn(task);
+        } else {
+            self.handles[index % self.handles.len()].spawn(task);
+        }
+    }
+
+    /// The index in this set of the loop the caller runs on, if it runs on one of them.
+    pub fn index_of_current(&self) -> Option<usize> {
+        let index = current_loop()?.checked_sub(self.first_id)?;
+        (index < self.handles.len()).then_some(index)
+    }
 }
 
 /// One thread and its runtime.
@@ -50,14 +113,17 @@ impl Drop for Served {
 impl EventLoops {
     /// Starts `threads` loops (at least one).
     pub fn start(threads: usize) -> io::Result<EventLoops> {
-        let mut loops = Vec::with_capacity(threads.max(1));
-        for i in 0..threads.max(1) {
+        let count = threads.max(1);
+        let first_id = NEXT_LOOP_ID.fetch_add(count, Ordering::Relaxed);
+        let mut loops = Vec::with_capacity(count);
+        for i in 0..count {
             let runtime = Builder::new_current_thread().enable_all().build()?;
             let handle = runtime.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();
             let thread = std::thread::Builder::new()
                 .name(format!("ringkv-loop-{i}"))
                 .spawn(move || {
+                    CURRENT_LOOP.with(|current| current.set(Some(first_id + i)));
                     runtime.block_on(async {
                         let _ = stopped.await;
                     });
@@ -70,7 +136,15 @@ impl EventLoops {
                 thread: Some(thread),
             });
         }
-        Ok(EventLoops { loops })
+        Ok(EventLoops { loops, first_id })
+    }
+
+    /// The loops, to spawn long-lived tasks on them (the proxy's node connections).
+    pub fn set(&self) -> LoopSet {
+        LoopSet {
+            handles: self.loops.iter().map(|l| l.handle.clone()).collect(),
+            first_id: self.first_id,
+        }
     }
 
     /// One loop per core the process may use.

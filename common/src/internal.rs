@@ -3,11 +3,15 @@
 //!
 //! ```text
 //! SHARD <shard> <epoch> <command> <arg>…      e.g.  SHARD 17 4 SET user:1 alice
+//! SHARDS <epoch> <command> <arg>…             e.g.  SHARDS 4 MSET user:1 alice user:2 bob
 //! ```
 //!
 //! The node runs the command only if it serves `shard` in its own map and its map is not older
-//! than the proxy's. Otherwise it refuses with a typed error the proxy acts on, and which a
-//! client never sees:
+//! than the proxy's. `SHARDS` carries a multi-key command (MGET, MSET, DEL, EXISTS, UNLINK,
+//! TOUCH) whose keys lie in several shards that the proxy routed to this one node: the node
+//! runs it only if it serves every key's shard, and refuses it whole otherwise, before
+//! running any of it. A refused request is refused with a typed error the proxy acts on, and
+//! which a client never sees:
 //!
 //! - `-MOVED <shard> <epoch>`: this node does not serve the shard in its map of `<epoch>`.
 //!   The proxy's map is older (or equally stale); it waits for a map of at least that epoch
@@ -32,6 +36,9 @@ use crate::resp::Reply;
 
 /// The envelope's command name.
 pub const SHARD: &[u8] = b"SHARD";
+
+/// The envelope of a command whose keys are in several shards of one node.
+pub const SHARDS: &[u8] = b"SHARDS";
 
 /// The command a connection presents the cluster secret with.
 pub const AUTH: &[u8] = b"AUTH";
@@ -157,6 +164,20 @@ pub fn open_envelope(args: &[Bytes]) -> Result<(Envelope, &[Bytes]), Reply> {
     Ok((Envelope { shard, epoch }, &args[3..]))
 }
 
+/// Splits `SHARDS <epoch> <command…>` into the epoch and the command's arguments. The error
+/// reply names what is wrong; `args[0]` must already be `SHARDS`.
+pub fn open_shards_envelope(args: &[Bytes]) -> Result<(u64, &[Bytes]), Reply> {
+    if args.len() < 3 {
+        return Err(Reply::error(
+            "ERR wrong number of arguments for 'shards' command",
+        ));
+    }
+    let epoch = parse_i64(&args[1])
+        .and_then(|n| u64::try_from(n).ok())
+        .ok_or(Reply::error("ERR invalid map epoch"))?;
+    Ok((epoch, &args[2..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +187,29 @@ mod tests {
             Reply::Error(text) => text.to_vec(),
             other => panic!("not an error: {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_shards_envelope_opens_into_its_epoch_and_command() {
+        let args: Vec<Bytes> = ["SHARDS", "4", "MGET", "a", "b"]
+            .into_iter()
+            .map(|s| Bytes::from_static(s.as_bytes()))
+            .collect();
+        let (epoch, inner) = open_shards_envelope(&args).expect("a valid envelope");
+        assert_eq!(epoch, 4);
+        assert_eq!(inner, &args[2..]);
+        let bad: Vec<Bytes> = ["SHARDS", "-1", "MGET", "a"]
+            .into_iter()
+            .map(|s| Bytes::from_static(s.as_bytes()))
+            .collect();
+        assert_eq!(
+            error_text(open_shards_envelope(&bad).unwrap_err()),
+            b"ERR invalid map epoch"
+        );
+        assert_eq!(
+            error_text(open_shards_envelope(&args[..2]).unwrap_err()),
+            b"ERR wrong number of arguments for 'shards' command"
+        );
     }
 
     #[test]

@@ -952,3 +952,74 @@ fn a_node_runs_a_batch_of_writes_in_order_with_refusals_answered_alone() {
         "the refused writes wrote nothing"
     );
 }
+
+/// A multi-key command whose keys are in several shards of one node travels as one
+/// `SHARDS` request: the node runs it whole (in a pipelined batch too) when it serves every
+/// key's shard at the proxy's epoch, and refuses it whole, writing nothing, otherwise.
+#[test]
+fn a_node_runs_a_multi_shard_request_whole_or_refuses_it_whole() {
+    let cluster = Cluster::builder().nodes(2).proxies(1).shards(16).start();
+    let epoch = cluster.node_epoch(0).expect("node 0 serves a map");
+    let e = epoch.to_string();
+    let mut node = cluster.node_client(0);
+    let serves = |node: &mut RespClient, s: u32| {
+        node.cmd(&["SHARD", &s.to_string(), &e, "DBSIZE"])
+            .as_int()
+            .is_some()
+    };
+    let served: Vec<u32> = (0..16).filter(|&s| serves(&mut node, s)).collect();
+    assert!(served.len() >= 2, "node 0 serves two shards: {served:?}");
+    let other = (0..16)
+        .find(|&s| !served.contains(&s))
+        .expect("node 1 serves a shard");
+    let a = key_in_shard("multi:a:", served[0], 16);
+    let b = key_in_shard("multi:b:", served[1], 16);
+    let elsewhere = key_in_shard("multi:x:", other, 16);
+
+    assert_eq!(node.cmd(&["SHARDS", &e, "MSET", &a, "1", &b, "2"]), ok());
+    assert_eq!(
+        strings(&node.cmd(&["SHARDS", &e, "MGET", &b, &a])),
+        ["2", "1"]
+    );
+    let later = (epoch + 100).to_string();
+    let batch: Vec<Vec<&str>> = vec![
+        vec!["SHARDS", &e, "MSET", &a, "3", &b, "4"],
+        vec!["SHARDS", &e, "MSET", &a, "5", &elsewhere, "no"],
+        vec!["SHARDS", &later, "MSET", &a, "6", &b, "6"],
+        vec!["SHARDS", &e, "MGET", &a, &b],
+        vec!["SHARDS", &e, "DBSIZE"],
+    ];
+    let bytes: Vec<u8> = batch.iter().flat_map(|r| encode_request(r)).collect();
+    node.send_raw(&bytes).expect("send the batch");
+    let replies: Vec<Reply> = (0..batch.len())
+        .map(|i| {
+            node.read_reply()
+                .unwrap_or_else(|e| panic!("reply {i}: {e}"))
+        })
+        .collect();
+    assert_eq!(replies[0], ok());
+    let moved = replies[1].to_string();
+    assert!(
+        moved.contains("MOVED"),
+        "a key node 0 does not serve: {moved}"
+    );
+    let stale = replies[2].to_string();
+    assert!(
+        stale.contains("STALE"),
+        "a map newer than node 0's: {stale}"
+    );
+    assert_eq!(
+        strings(&replies[3]),
+        ["3", "4"],
+        "the refused requests wrote none of their keys"
+    );
+    let no_keys = replies[4].to_string();
+    assert!(no_keys.contains("no keys"), "DBSIZE in SHARDS: {no_keys}");
+    assert_eq!(node.cmd(&["SHARDS", &e, "DEL", &a, &b]), Reply::Integer(2));
+    let mut owner = cluster.node_client(1);
+    assert_eq!(
+        owner.cmd(&["SHARD", &other.to_string(), &e, "EXISTS", &elsewhere]),
+        Reply::Integer(0),
+        "the refused write wrote nothing on the key's own node"
+    );
+}

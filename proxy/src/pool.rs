@@ -411,14 +411,7 @@ impl NodePool {
     /// it runs on one of the pool's loops), or the next one up.
     fn pick_from(&self, start: usize) -> Result<&Conn, PoolError> {
         let n = self.conns.len();
-        if let Some(own) = self.config.loops.index_of_current() {
-            // This loop's connections are own, own + stride, own + 2 × stride…
-            let stride = self.config.loops.len();
-            let count = if own < n {
-                (n - 1 - own) / stride + 1
-            } else {
-                0
-            };
+        if let Some((own, stride, count)) = self.own_connections() {
             for i in 0..count {
                 let conn = &self.conns[own + (start + i) % count * stride];
                 if !conn.down.is_down() {
@@ -436,6 +429,26 @@ impl NodePool {
             addr: self.addr,
             reason: self.conns[start % n].down.reason(),
         })
+    }
+
+    /// The connection a request of `affinity` goes down while it is up, as an index: requests
+    /// of one lane run on the node in the order they were made, so a caller that must keep
+    /// two requests in order (a pipeline's MSET, then GET of one of its keys) sends both in
+    /// one lane.
+    pub fn lane(&self, affinity: usize) -> usize {
+        match self.own_connections() {
+            Some((own, stride, count)) => own + affinity % count * stride,
+            None => affinity % self.conns.len(),
+        }
+    }
+
+    /// The caller's loop's connections, when it runs on one of the pool's loops and that loop
+    /// has any: they are `own`, `own + stride`, … (`count` of them).
+    fn own_connections(&self) -> Option<(usize, usize, usize)> {
+        let own = self.config.loops.index_of_current()?;
+        let stride = self.config.loops.len();
+        let n = self.conns.len();
+        (own < n).then(|| (own, stride, (n - 1 - own) / stride + 1))
     }
 
     async fn send(

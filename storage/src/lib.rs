@@ -139,9 +139,9 @@ impl Storage {
         self.engine.shards()
     }
 
-    /// The shard that owns `key`.
+    /// The shard that owns `key`: a storage node checks a multi-shard request's keys by it.
     #[inline]
-    pub(crate) fn shard(&self, key: &[u8]) -> u32 {
+    pub fn shard(&self, key: &[u8]) -> u32 {
         shard_of(key, self.engine.shards())
     }
 

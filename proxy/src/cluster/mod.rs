@@ -8,10 +8,12 @@
 //!
 //! How commands go out, by their table route:
 //! - one key: to the key's shard, whole;
-//! - several keys (MGET, MSET, DEL, EXISTS, UNLINK, TOUCH): one request per shard, sent
+//! - several keys (MGET, MSET, DEL, EXISTS, UNLINK, TOUCH): one request per storage node
+//!   (a `SHARDS` envelope, whatever the number of its shards the keys are in), sent
 //!   together, merged back in key order; when every key is in one shard, the command goes
-//!   whole. MSETNX, RENAME and RENAMENX must stay atomic, so across shards they are refused
-//!   with Redis Cluster's CROSSSLOT error (hash tags keep keys together);
+//!   whole. A node part that is refused is sent again per shard. MSETNX, RENAME and RENAMENX
+//!   must stay atomic, so across shards they are refused with Redis Cluster's CROSSSLOT
+//!   error (hash tags keep keys together);
 //! - every shard (DBSIZE, KEYS, FLUSHALL, RANDOMKEY): one request per shard, merged; SCAN
 //!   walks the shards in order, its cursor naming shard and position.
 //!
@@ -35,7 +37,7 @@ use rand::Rng;
 use ringkv_common::command::{Cmd, CommandSpec, Route};
 use ringkv_common::cursor::{self, parse_cursor};
 use ringkv_common::etcd::ClusterStore;
-use ringkv_common::internal::{Refusal, SHARD};
+use ringkv_common::internal::{Refusal, SHARD, SHARDS};
 use ringkv_common::metrics::names;
 use ringkv_common::placement::shard_of;
 use ringkv_common::resp::Reply;
@@ -244,10 +246,9 @@ impl Cluster {
         let _ = tokio::time::timeout(MAP_WAIT, receiver.wait_for(|&e| e >= epoch)).await;
     }
 
-    /// MGET, MSET, DEL, EXISTS, UNLINK, TOUCH split per shard; MSETNX, RENAME, RENAMENX whole
+    /// MGET, MSET, DEL, EXISTS, UNLINK, TOUCH split per node; MSETNX, RENAME, RENAMENX whole
     /// or refused.
     async fn multi_key(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Reply {
-        let step = spec.keys.step.max(1) as usize;
         let first = shard_of(&args[1], self.shards);
         let single = spec
             .key_indexes(args.len())
@@ -261,40 +262,77 @@ impl Cluster {
         if matches!(spec.cmd, Cmd::Mset) && !(args.len() - 1).is_multiple_of(2) {
             return ringkv_common::command::wrong_arity(spec.name);
         }
-        // Group the keys (with their values, for MSET) by shard, remembering positions.
-        let mut groups: Vec<(u32, Vec<Bytes>, Vec<usize>)> = Vec::new();
-        for (position, i) in (1..args.len()).step_by(step).enumerate() {
-            let shard = shard_of(&args[i], self.shards);
-            let group = match groups.iter_mut().position(|g| g.0 == shard) {
-                Some(g) => &mut groups[g],
-                None => {
-                    groups.push((shard, vec![args[0].clone()], Vec::new()));
-                    groups.last_mut().expect("just pushed")
-                }
-            };
-            group.1.extend_from_slice(&args[i..i + step]);
-            group.2.push(position);
-        }
-        let replies = join_all(groups.iter().map(|(shard, sub, _)| self.call(*shard, sub))).await;
-        if let Some(error) = replies.iter().find(|r| r.is_error()) {
-            return error.clone();
-        }
-        match spec.cmd {
-            Cmd::Mget => {
-                let mut merged = vec![Reply::Nil; (args.len() - 1) / step];
-                for ((_, _, positions), reply) in groups.iter().zip(replies) {
-                    let Reply::Array(values) = reply else {
-                        return unexpected(&reply);
-                    };
-                    for (position, value) in positions.iter().zip(values) {
-                        merged[*position] = value;
-                    }
-                }
-                Reply::Array(merged)
+        let Some(routes) = self.shared.routes.load_full() else {
+            return NO_MAP;
+        };
+        // One request per node (and per connection lane to it, which keeps a pipeline's
+        // requests on each key in order), whatever the number of shards its keys are in.
+        let parts = split_keys(spec, args, |key| {
+            let shard = shard_of(key, self.shards);
+            let node = routes.primaries.get(shard as usize).copied();
+            match node.and_then(|n| Some((n, routes.nodes.get(n)?.pool.as_ref()?))) {
+                Some((n, pool)) => (n as u64) << 32 | pool.lane(shard as usize) as u64,
+                None => UNROUTED,
             }
-            Cmd::Mset => Reply::Ok,
-            _ => sum(replies),
+        });
+        let replies = join_all(
+            parts
+                .iter()
+                .map(|part| self.send_node_part(&routes, spec, part)),
+        )
+        .await;
+        merge_parts(spec, args, &parts, replies)
+    }
+
+    /// Sends one node's part of a multi-key command in a `SHARDS` envelope. A part the node
+    /// refuses (a shard moved, or the node's map is behind) or that the table cannot route
+    /// is sent again per shard, where each shard's request waits for the map it needs.
+    async fn send_node_part(
+        &self,
+        routes: &Routes,
+        spec: &'static CommandSpec,
+        part: &Part,
+    ) -> Reply {
+        let node = (part.to != UNROUTED)
+            .then(|| routes.nodes.get((part.to >> 32) as usize))
+            .flatten();
+        if let Some((node, pool)) = node.and_then(|n| Some((n, n.pool.as_ref()?))) {
+            let shard = shard_of(&part.args[1], self.shards);
+            let mut request = Vec::with_capacity(part.args.len() + 2);
+            request.push(Bytes::from_static(SHARDS));
+            request.push(routes.epoch_arg.clone());
+            request.extend_from_slice(&part.args);
+            let reply = match pool.call_on(shard as usize, request).await {
+                Ok(frame) => frame::to_reply(frame),
+                Err(err) => return node_down(shard, &node.id, node.registered, &err),
+            };
+            let refusal = match &reply {
+                Reply::Error(text) => Refusal::parse(text),
+                _ => None,
+            };
+            match refusal {
+                None => return reply,
+                Some(Refusal::Moved { .. }) => {
+                    metrics::counter!(names::BACKEND_RETRIES, "reason" => "moved").increment(1)
+                }
+                Some(Refusal::Stale { .. }) => {
+                    metrics::counter!(names::BACKEND_RETRIES, "reason" => "stale").increment(1)
+                }
+            }
         }
+        self.per_shard(spec, &part.args).await
+    }
+
+    /// A multi-key command split per shard, each shard's request retried on its own.
+    async fn per_shard(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Reply {
+        let parts = split_keys(spec, args, |key| u64::from(shard_of(key, self.shards)));
+        let replies = join_all(
+            parts
+                .iter()
+                .map(|part| self.call(part.to as u32, &part.args)),
+        )
+        .await;
+        merge_parts(spec, args, &parts, replies)
     }
 
     /// DBSIZE, KEYS, FLUSHALL, FLUSHDB, RANDOMKEY over every shard; SCAN shard by shard.
@@ -477,6 +515,71 @@ fn add_node_info(total: &mut StorageStats, text: &str) {
             }
             _ => {}
         }
+    }
+}
+
+/// A part of a multi-key command with no node to go to in the table (sent per shard, which
+/// reports why).
+const UNROUTED: u64 = u64::MAX;
+
+/// One destination's share of a multi-key command: a command of its own (the name, then its
+/// keys, with their values for MSET) and where each of its keys is in the client's command.
+struct Part {
+    /// The destination: a shard, or a node and lane.
+    to: u64,
+    args: Vec<Bytes>,
+    positions: Vec<usize>,
+}
+
+/// Splits a multi-key command by the destination of each key, keeping the keys' order.
+fn split_keys(
+    spec: &CommandSpec,
+    args: &[Bytes],
+    mut destination: impl FnMut(&Bytes) -> u64,
+) -> Vec<Part> {
+    let step = spec.keys.step.max(1) as usize;
+    let mut parts: Vec<Part> = Vec::new();
+    for (position, i) in (1..args.len()).step_by(step).enumerate() {
+        let to = destination(&args[i]);
+        let part = match parts.iter().position(|p| p.to == to) {
+            Some(p) => &mut parts[p],
+            None => {
+                parts.push(Part {
+                    to,
+                    args: vec![args[0].clone()],
+                    positions: Vec::new(),
+                });
+                parts.last_mut().expect("just pushed")
+            }
+        };
+        part.args.extend_from_slice(&args[i..i + step]);
+        part.positions.push(position);
+    }
+    parts
+}
+
+/// The client's reply to a multi-key command from its parts' replies: the first error, or
+/// MGET's values back in key order, MSET's OK, the others' counts summed.
+fn merge_parts(spec: &CommandSpec, args: &[Bytes], parts: &[Part], replies: Vec<Reply>) -> Reply {
+    if let Some(error) = replies.iter().find(|r| r.is_error()) {
+        return error.clone();
+    }
+    match spec.cmd {
+        Cmd::Mget => {
+            let step = spec.keys.step.max(1) as usize;
+            let mut merged = vec![Reply::Nil; (args.len() - 1) / step];
+            for (part, reply) in parts.iter().zip(replies) {
+                let Reply::Array(values) = reply else {
+                    return unexpected(&reply);
+                };
+                for (position, value) in part.positions.iter().zip(values) {
+                    merged[*position] = value;
+                }
+            }
+            Reply::Array(merged)
+        }
+        Cmd::Mset => Reply::Ok,
+        _ => sum(replies),
     }
 }
 

@@ -4,6 +4,8 @@
 //!
 //! What a connection may send:
 //! - `SHARD <shard> <epoch> <command…>`: a data command, run if [`Ownership::check`] allows;
+//! - `SHARDS <epoch> <command…>`: a multi-key command whose keys are in several shards, run
+//!   if [`Ownership::check`] allows every key's shard, refused whole otherwise;
 //! - `PING`, `INFO`, `QUIT`: for operators and health checks.
 
 use std::fmt::Write as _;
@@ -12,9 +14,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use ringkv_common::command::CommandSpec;
 use ringkv_common::command::{self, flag, Route};
 use ringkv_common::internal::{
-    open_envelope, secret_matches, Refusal, AUTH, NOAUTH_NODE, SHARD, WRONG_SECRET,
+    open_envelope, open_shards_envelope, secret_matches, Envelope, Refusal, AUTH, NOAUTH_NODE,
+    SHARD, SHARDS, WRONG_SECRET,
 };
 use ringkv_common::metrics::names;
 use ringkv_common::resp::{Parsed, Protocol, Reply, RequestLimits, RequestParser};
@@ -53,7 +57,7 @@ pub struct NodeContext {
 }
 
 /// Consecutive gatherable requests of one batch (`SHARD … SET k v`, `SHARD … MSET …`,
-/// `SHARD … INCR k`…), run as one engine write at the first request that is not one, or at
+/// `SHARD … INCR k`, `SHARDS … MSET …`…), run as one engine write at the first request that is not one, or at
 /// the end of the batch (before any reply leaves), as the standalone server does for its
 /// clients: each request still takes effect between its arrival and its reply, in order.
 #[derive(Default)]
@@ -68,23 +72,38 @@ impl Gathering {
     /// shard and epoch, keys in the shard, no per-write sync); otherwise leaves it to
     /// [`handle`], which answers it (or refuses it) on its own.
     fn absorb(&mut self, ctx: &NodeContext, args: &[Bytes]) -> bool {
-        if !args[0].eq_ignore_ascii_case(SHARD) {
-            return false;
-        }
-        let Ok((envelope, inner)) = open_envelope(args) else {
+        // The envelope's shard (`SHARD`), or none for `SHARDS`, whose keys each name theirs.
+        let (shard, epoch, inner) = if args[0].eq_ignore_ascii_case(SHARD) {
+            match open_envelope(args) {
+                Ok((envelope, inner)) => (Some(envelope.shard), envelope.epoch, inner),
+                Err(_) => return false,
+            }
+        } else if args[0].eq_ignore_ascii_case(SHARDS) {
+            match open_shards_envelope(args) {
+                Ok((epoch, inner)) => (None, epoch, inner),
+                Err(_) => return false,
+            }
+        } else {
             return false;
         };
         let Some((spec, what)) = command::gatherable(inner) else {
             return false;
         };
-        if ctx.storage.may_block(spec)
-            || ctx.ownership.check(envelope).is_err()
-            || ctx.storage.in_scope(envelope.shard, spec, inner).is_err()
-        {
+        if ctx.storage.may_block(spec) {
+            return false;
+        }
+        let admitted = match shard {
+            Some(shard) => {
+                ctx.ownership.check(Envelope { shard, epoch }).is_ok()
+                    && ctx.storage.in_scope(shard, spec, inner).is_ok()
+            }
+            None => keys_served(ctx, epoch, spec, inner).is_ok(),
+        };
+        if !admitted {
             return false;
         }
         ctx.commands.fetch_add(1, Ordering::Relaxed);
-        self.group.push(spec, what, inner, Some(envelope.shard));
+        self.group.push(spec, what, inner, shard);
         true
     }
 
@@ -265,6 +284,10 @@ async fn handle(ctx: &NodeContext, args: &[Bytes]) -> (Reply, bool, bool) {
         let (reply, wrote) = run_in_shard(ctx, args).await;
         return (reply, wrote, false);
     }
+    if name.eq_ignore_ascii_case(SHARDS) {
+        let (reply, wrote) = run_in_shards(ctx, args).await;
+        return (reply, wrote, false);
+    }
     let reply = if name.eq_ignore_ascii_case(b"ping") {
         match args.len() {
             1 => Reply::status("PONG"),
@@ -290,7 +313,7 @@ async fn handle(ctx: &NodeContext, args: &[Bytes]) -> (Reply, bool, bool) {
     } else {
         Reply::error(
             "ERR this is a ringkv storage node: send commands to a ringkv proxy \
-             (only SHARD, PING, INFO and QUIT are served here)",
+             (only SHARD, SHARDS, PING, INFO and QUIT are served here)",
         )
     };
     (reply, false, false)
@@ -316,16 +339,88 @@ async fn run_in_shard(ctx: &NodeContext, args: &[Bytes]) -> (Reply, bool) {
         );
     }
     if let Err(refusal) = ctx.ownership.check(envelope) {
-        ctx.refused.fetch_add(1, Ordering::Relaxed);
-        let reason = match refusal {
-            Refusal::Moved { .. } => "moved",
-            Refusal::Stale { .. } => "stale",
-        };
-        metrics::counter!(names::STORAGE_REFUSED, "reason" => reason).increment(1);
-        return (refusal.reply(), false);
+        return (refused(ctx, refusal), false);
     }
+    run_scoped(ctx, Scope::Shard(envelope.shard), spec, inner).await
+}
+
+/// Runs `SHARDS <epoch> <command…>` if this node serves every key's shard at that epoch;
+/// refuses it whole, before running any of it, otherwise.
+async fn run_in_shards(ctx: &NodeContext, args: &[Bytes]) -> (Reply, bool) {
+    let (epoch, inner) = match open_shards_envelope(args) {
+        Ok(opened) => opened,
+        Err(reply) => return (reply, false),
+    };
+    let spec = match command::resolve(inner) {
+        Ok(spec) => spec,
+        Err(reply) => return (reply, false),
+    };
+    if !matches!(spec.route, Route::MultiKey | Route::SingleShard) {
+        return (
+            Reply::error_owned(format!(
+                "ERR '{}' has no keys to route by and cannot run in SHARDS",
+                spec.name
+            )),
+            false,
+        );
+    }
+    match keys_served(ctx, epoch, spec, inner) {
+        Ok(()) => run_scoped(ctx, Scope::All, spec, inner).await,
+        Err(Unserved::Refused(refusal)) => (refused(ctx, refusal), false),
+        Err(Unserved::NotHosted(shard)) => (
+            Reply::error_owned(format!("ERR shard {shard} is not hosted here")),
+            false,
+        ),
+    }
+}
+
+/// Why a `SHARDS` request's keys cannot be served here.
+enum Unserved {
+    /// Not at this epoch: the proxy routes again.
+    Refused(Refusal),
+    /// Served by the map, but not opened here (a bug, reported to the client).
+    NotHosted(u32),
+}
+
+/// Whether every key of `args` is in a shard this node serves (and hosts) at `epoch`.
+fn keys_served(
+    ctx: &NodeContext,
+    epoch: u64,
+    spec: &CommandSpec,
+    args: &[Bytes],
+) -> Result<(), Unserved> {
+    for i in spec.key_indexes(args.len()) {
+        let shard = ctx.storage.shard(&args[i]);
+        ctx.ownership
+            .check(Envelope { shard, epoch })
+            .map_err(Unserved::Refused)?;
+        if !ctx.storage.hosts(shard) {
+            return Err(Unserved::NotHosted(shard));
+        }
+    }
+    Ok(())
+}
+
+/// Counts a refusal and gives the reply that carries it.
+fn refused(ctx: &NodeContext, refusal: Refusal) -> Reply {
+    ctx.refused.fetch_add(1, Ordering::Relaxed);
+    let reason = match refusal {
+        Refusal::Moved { .. } => "moved",
+        Refusal::Stale { .. } => "stale",
+    };
+    metrics::counter!(names::STORAGE_REFUSED, "reason" => reason).increment(1);
+    refusal.reply()
+}
+
+/// Runs an admitted data command in `scope`, on a blocking thread if it may wait for a
+/// disk sync; returns its reply and whether it may have written.
+async fn run_scoped(
+    ctx: &NodeContext,
+    scope: Scope,
+    spec: &'static CommandSpec,
+    inner: &[Bytes],
+) -> (Reply, bool) {
     ctx.commands.fetch_add(1, Ordering::Relaxed);
-    let scope = Scope::Shard(envelope.shard);
     let wrote = spec.has(flag::WRITE);
     if !ctx.storage.may_block(spec) {
         return (ctx.storage.execute_in(scope, spec, inner), wrote);

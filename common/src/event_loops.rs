@@ -41,7 +41,7 @@ thread_local! {
 }
 
 /// The identity of the event loop the caller runs on (`None` off the loops): with
-/// [`LoopSet::index_of`], it tells a task which of a set's loops it is on.
+/// [`LoopSet::index_of_current`], it tells a task which of a set's loops it is on.
 pub fn current_loop() -> Option<usize> {
     CURRENT_LOOP.with(Cell::get)
 }

@@ -150,12 +150,6 @@ impl Engine {
         // filled); in place it stays at ~160-185k. Nothing here reads through snapshots, the
         // one thing in-place updates give up. It requires one memtable writer at a time.
         db_opts.set_allow_concurrent_memtable_write(false);
-        // The one memtable writer at a time need not wait for the log: with pipelined writes
-        // a write group appends to the log while the group before it is still in the
-        // memtables, so the event loops' writes overlap instead of queueing whole (measured:
-        // INCR -P 16 1.19x, MSET -P 1 1.10x, SET equal). A write is still visible, and its
-        // sequence number published, only once it is in the memtables: after its log record.
-        db_opts.set_enable_pipelined_write(true);
         cf_opts.set_inplace_update_support(true);
         // Each memtable allocates this many reader-writer locks for its in-place updates
         // (RocksDB's default is 10,000: 560 KiB per memtable, 140 MiB for 256 shards, and a

@@ -226,13 +226,10 @@ impl Cluster {
                     "TRYAGAIN shard {shard} is changing hands; try again"
                 ));
             }
+            count_retry(refusal);
             match refusal {
-                Refusal::Moved { epoch, .. } => {
-                    metrics::counter!(names::BACKEND_RETRIES, "reason" => "moved").increment(1);
-                    self.await_map(epoch.max(routes.epoch + 1)).await;
-                }
+                Refusal::Moved { epoch, .. } => self.await_map(epoch.max(routes.epoch + 1)).await,
                 Refusal::Stale { .. } => {
-                    metrics::counter!(names::BACKEND_RETRIES, "reason" => "stale").increment(1);
                     tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
                 }
             }
@@ -312,12 +309,7 @@ impl Cluster {
             };
             match refusal {
                 None => return reply,
-                Some(Refusal::Moved { .. }) => {
-                    metrics::counter!(names::BACKEND_RETRIES, "reason" => "moved").increment(1)
-                }
-                Some(Refusal::Stale { .. }) => {
-                    metrics::counter!(names::BACKEND_RETRIES, "reason" => "stale").increment(1)
-                }
+                Some(refusal) => count_retry(refusal),
             }
         }
         self.per_shard(spec, &part.args).await
@@ -446,6 +438,15 @@ async fn send(routes: &Routes, shard: u32, args: &[Bytes]) -> Reply {
         Ok(frame) => frame::to_reply(frame),
         Err(err) => node_down(shard, &node.id, node.registered, &err),
     }
+}
+
+/// Counts a request sent again because a node refused it.
+fn count_retry(refusal: Refusal) {
+    let reason = match refusal {
+        Refusal::Moved { .. } => "moved",
+        Refusal::Stale { .. } => "stale",
+    };
+    metrics::counter!(names::BACKEND_RETRIES, "reason" => reason).increment(1);
 }
 
 /// The client's reply when shard `shard`'s node did not answer.

@@ -14,8 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use ringkv_common::command::CommandSpec;
-use ringkv_common::command::{self, flag, Route};
+use ringkv_common::command::{self, flag, CommandSpec, Route};
 use ringkv_common::internal::{
     open_envelope, open_shards_envelope, secret_matches, Envelope, Refusal, AUTH, NOAUTH_NODE,
     SHARD, SHARDS, WRONG_SECRET,
@@ -57,9 +56,10 @@ pub struct NodeContext {
 }
 
 /// Consecutive gatherable requests of one batch (`SHARD … SET k v`, `SHARD … MSET …`,
-/// `SHARD … INCR k`, `SHARDS … MSET …`…), run as one engine write at the first request that is not one, or at
-/// the end of the batch (before any reply leaves), as the standalone server does for its
-/// clients: each request still takes effect between its arrival and its reply, in order.
+/// `SHARD … INCR k`, `SHARDS … MSET …`…), run as one engine write at the first request that
+/// is not one, or at the end of the batch (before any reply leaves), as the standalone server
+/// does for its clients: each request still takes effect between its arrival and its reply,
+/// in order.
 #[derive(Default)]
 struct Gathering {
     group: WriteGroup,
@@ -69,7 +69,7 @@ struct Gathering {
 
 impl Gathering {
     /// Takes `args` into the group if it is gatherable and this node may run it now (served
-    /// shard and epoch, keys in the shard, no per-write sync); otherwise leaves it to
+    /// shards and epoch, keys in the envelope's shard, no per-write sync); otherwise leaves it to
     /// [`handle`], which answers it (or refuses it) on its own.
     fn absorb(&mut self, ctx: &NodeContext, args: &[Bytes]) -> bool {
         // The envelope's shard (`SHARD`), or none for `SHARDS`, whose keys each name theirs.

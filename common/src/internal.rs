@@ -158,9 +158,7 @@ pub fn open_envelope(args: &[Bytes]) -> Result<(Envelope, &[Bytes]), Reply> {
     let shard = parse_i64(&args[1])
         .and_then(|n| u32::try_from(n).ok())
         .ok_or(Reply::error("ERR invalid shard id"))?;
-    let epoch = parse_i64(&args[2])
-        .and_then(|n| u64::try_from(n).ok())
-        .ok_or(Reply::error("ERR invalid map epoch"))?;
+    let epoch = parse_epoch(&args[2])?;
     Ok((Envelope { shard, epoch }, &args[3..]))
 }
 
@@ -172,10 +170,14 @@ pub fn open_shards_envelope(args: &[Bytes]) -> Result<(u64, &[Bytes]), Reply> {
             "ERR wrong number of arguments for 'shards' command",
         ));
     }
-    let epoch = parse_i64(&args[1])
+    Ok((parse_epoch(&args[1])?, &args[2..]))
+}
+
+/// An envelope's map epoch.
+fn parse_epoch(arg: &[u8]) -> Result<u64, Reply> {
+    parse_i64(arg)
         .and_then(|n| u64::try_from(n).ok())
-        .ok_or(Reply::error("ERR invalid map epoch"))?;
-    Ok((epoch, &args[2..]))
+        .ok_or(Reply::error("ERR invalid map epoch"))
 }
 
 #[cfg(test)]

@@ -882,6 +882,18 @@ fn encode_request(args: &[&str]) -> Vec<u8> {
     out
 }
 
+/// Sends `batch` to a node in one write (one pipelined batch) and reads its replies.
+fn send_batch(node: &mut RespClient, batch: &[Vec<&str>]) -> Vec<Reply> {
+    let bytes: Vec<u8> = batch.iter().flat_map(|r| encode_request(r)).collect();
+    node.send_raw(&bytes).expect("send the batch");
+    (0..batch.len())
+        .map(|i| {
+            node.read_reply()
+                .unwrap_or_else(|e| panic!("reply {i}: {e}"))
+        })
+        .collect()
+}
+
 /// A storage node runs the plain SETs and MSETs of one pipelined batch as one engine write,
 /// but each request keeps its own answer and its place: a refused or out-of-shard write in
 /// the middle is refused alone, and a read between writes sees exactly the writes before it.
@@ -916,14 +928,7 @@ fn a_node_runs_a_batch_of_writes_in_order_with_refusals_answered_alone() {
         vec!["SHARD", &s, &e, "SET", &a, "3"],
         vec!["SHARD", &s, &e, "SET", &b, "b2"],
     ];
-    let bytes: Vec<u8> = batch.iter().flat_map(|r| encode_request(r)).collect();
-    node.send_raw(&bytes).expect("send the batch");
-    let replies: Vec<Reply> = (0..batch.len())
-        .map(|i| {
-            node.read_reply()
-                .unwrap_or_else(|e| panic!("reply {i}: {e}"))
-        })
-        .collect();
+    let replies = send_batch(&mut node, &batch);
     assert_eq!(replies[0], ok());
     assert_eq!(replies[1], ok());
     let moved = replies[2].to_string();
@@ -989,14 +994,7 @@ fn a_node_runs_a_multi_shard_request_whole_or_refuses_it_whole() {
         vec!["SHARDS", &e, "MGET", &a, &b],
         vec!["SHARDS", &e, "DBSIZE"],
     ];
-    let bytes: Vec<u8> = batch.iter().flat_map(|r| encode_request(r)).collect();
-    node.send_raw(&bytes).expect("send the batch");
-    let replies: Vec<Reply> = (0..batch.len())
-        .map(|i| {
-            node.read_reply()
-                .unwrap_or_else(|e| panic!("reply {i}: {e}"))
-        })
-        .collect();
+    let replies = send_batch(&mut node, &batch);
     assert_eq!(replies[0], ok());
     let moved = replies[1].to_string();
     assert!(

@@ -72,18 +72,7 @@ impl Gathering {
     /// shards and epoch, keys in the envelope's shard, no per-write sync); otherwise leaves it to
     /// [`handle`], which answers it (or refuses it) on its own.
     fn absorb(&mut self, ctx: &NodeContext, args: &[Bytes]) -> bool {
-        // The envelope's shard (`SHARD`), or none for `SHARDS`, whose keys each name theirs.
-        let (shard, epoch, inner) = if args[0].eq_ignore_ascii_case(SHARD) {
-            match open_envelope(args) {
-                Ok((envelope, inner)) => (Some(envelope.shard), envelope.epoch, inner),
-                Err(_) => return false,
-            }
-        } else if args[0].eq_ignore_ascii_case(SHARDS) {
-            match open_shards_envelope(args) {
-                Ok((epoch, inner)) => (None, epoch, inner),
-                Err(_) => return false,
-            }
-        } else {
+        let Some(Ok((shard, epoch, inner))) = open_enveloped(args) else {
             return false;
         };
         let Some((spec, what)) = command::gatherable(inner) else {
@@ -280,12 +269,11 @@ async fn end_batch(ctx: &NodeContext, wrote: bool) {
 /// The reply to one request, whether it may have written, and whether to close after it.
 async fn handle(ctx: &NodeContext, args: &[Bytes]) -> (Reply, bool, bool) {
     let name = &args[0];
-    if name.eq_ignore_ascii_case(SHARD) {
-        let (reply, wrote) = run_in_shard(ctx, args).await;
-        return (reply, wrote, false);
-    }
-    if name.eq_ignore_ascii_case(SHARDS) {
-        let (reply, wrote) = run_in_shards(ctx, args).await;
+    if let Some(opened) = open_enveloped(args) {
+        let (reply, wrote) = match opened {
+            Ok((shard, epoch, inner)) => run_enveloped(ctx, shard, epoch, inner).await,
+            Err(reply) => (reply, false),
+        };
         return (reply, wrote, false);
     }
     let reply = if name.eq_ignore_ascii_case(b"ping") {
@@ -319,53 +307,63 @@ async fn handle(ctx: &NodeContext, args: &[Bytes]) -> (Reply, bool, bool) {
     (reply, false, false)
 }
 
-/// Runs `SHARD <shard> <epoch> <command…>` if this node serves the shard at that epoch.
-async fn run_in_shard(ctx: &NodeContext, args: &[Bytes]) -> (Reply, bool) {
-    let (envelope, inner) = match open_envelope(args) {
-        Ok(opened) => opened,
-        Err(reply) => return (reply, false),
-    };
-    let spec = match command::resolve(inner) {
-        Ok(spec) => spec,
-        Err(reply) => return (reply, false),
-    };
-    if spec.route == Route::Local {
-        return (
-            Reply::error_owned(format!(
-                "ERR '{}' is not a data command and cannot run in a shard",
-                spec.name
-            )),
-            false,
-        );
+/// An opened envelope: the shard it names (none for `SHARDS`, whose keys each name theirs),
+/// the map epoch, and the command.
+type Opened<'a> = (Option<u32>, u64, &'a [Bytes]);
+
+/// Opens a `SHARD` or `SHARDS` envelope; `None` for any other request.
+fn open_enveloped(args: &[Bytes]) -> Option<Result<Opened<'_>, Reply>> {
+    if args[0].eq_ignore_ascii_case(SHARD) {
+        Some(
+            open_envelope(args)
+                .map(|(envelope, inner)| (Some(envelope.shard), envelope.epoch, inner)),
+        )
+    } else if args[0].eq_ignore_ascii_case(SHARDS) {
+        Some(open_shards_envelope(args).map(|(epoch, inner)| (None, epoch, inner)))
+    } else {
+        None
     }
-    if let Err(refusal) = ctx.ownership.check(envelope) {
-        return (refused(ctx, refusal), false);
-    }
-    run_scoped(ctx, Scope::Shard(envelope.shard), spec, inner).await
 }
 
-/// Runs `SHARDS <epoch> <command…>` if this node serves every key's shard at that epoch;
-/// refuses it whole, before running any of it, otherwise.
-async fn run_in_shards(ctx: &NodeContext, args: &[Bytes]) -> (Reply, bool) {
-    let (epoch, inner) = match open_shards_envelope(args) {
-        Ok(opened) => opened,
-        Err(reply) => return (reply, false),
-    };
+/// Runs an enveloped command if this node serves its shard at `epoch` (`SHARD`), or every
+/// key's shard (`SHARDS`, refused whole, before running any of it, otherwise).
+async fn run_enveloped(
+    ctx: &NodeContext,
+    shard: Option<u32>,
+    epoch: u64,
+    inner: &[Bytes],
+) -> (Reply, bool) {
     let spec = match command::resolve(inner) {
         Ok(spec) => spec,
         Err(reply) => return (reply, false),
     };
-    if !matches!(spec.route, Route::MultiKey | Route::SingleShard) {
+    let unroutable = match shard {
+        Some(_) if spec.route == Route::Local => {
+            Some("is not a data command and cannot run in a shard")
+        }
+        None if !matches!(spec.route, Route::MultiKey | Route::SingleShard) => {
+            Some("has no keys to route by and cannot run in SHARDS")
+        }
+        _ => None,
+    };
+    if let Some(why) = unroutable {
         return (
-            Reply::error_owned(format!(
-                "ERR '{}' has no keys to route by and cannot run in SHARDS",
-                spec.name
-            )),
+            Reply::error_owned(format!("ERR '{}' {why}", spec.name)),
             false,
         );
     }
-    match keys_served(ctx, epoch, spec, inner) {
-        Ok(()) => run_scoped(ctx, Scope::All, spec, inner).await,
+    let admitted = match shard {
+        Some(shard) => ctx
+            .ownership
+            .check(Envelope { shard, epoch })
+            .map_err(Unserved::Refused),
+        None => keys_served(ctx, epoch, spec, inner),
+    };
+    match admitted {
+        Ok(()) => {
+            let scope = shard.map_or(Scope::All, Scope::Shard);
+            run_scoped(ctx, scope, spec, inner).await
+        }
         Err(Unserved::Refused(refusal)) => (refused(ctx, refusal), false),
         Err(Unserved::NotHosted(shard)) => (
             Reply::error_owned(format!("ERR shard {shard} is not hosted here")),
@@ -374,7 +372,7 @@ async fn run_in_shards(ctx: &NodeContext, args: &[Bytes]) -> (Reply, bool) {
     }
 }
 
-/// Why a `SHARDS` request's keys cannot be served here.
+/// Why an enveloped request cannot be served here.
 enum Unserved {
     /// Not at this epoch: the proxy routes again.
     Refused(Refusal),

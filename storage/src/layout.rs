@@ -16,6 +16,8 @@ pub const DATA: u8 = 0x01;
 pub const EXPIRY: u8 = 0x00;
 /// Bytes before the user key in a data record.
 pub const DATA_PREFIX_LEN: usize = 9;
+/// Bytes before the user key in an expiry-index record.
+const EXPIRY_PREFIX_LEN: usize = 9;
 
 /// The part of a record key that RocksDB's hash-indexed memtable buckets it by (the
 /// shard families' prefix extractor): a data record's tag and key hash, so a point read or
@@ -66,19 +68,27 @@ impl AsRef<[u8]> for DataKey {
 /// The data record key for a user key.
 pub fn data_key(key: &[u8]) -> DataKey {
     let len = DATA_PREFIX_LEN + key.len();
-    let order = order_of(key).to_be_bytes();
+    let prefix = data_prefix(key);
     if len <= INLINE_KEY {
         let mut buf = [0u8; INLINE_KEY];
-        buf[0] = DATA;
-        buf[1..DATA_PREFIX_LEN].copy_from_slice(&order);
+        buf[..DATA_PREFIX_LEN].copy_from_slice(&prefix);
         buf[DATA_PREFIX_LEN..len].copy_from_slice(key);
         return DataKey::Inline { buf, len };
     }
     let mut out = Vec::with_capacity(len);
-    out.push(DATA);
-    out.extend_from_slice(&order);
+    out.extend_from_slice(&prefix);
     out.extend_from_slice(key);
     DataKey::Heap(out)
+}
+
+/// What comes before the user key in its data record key, for writers that copy the two
+/// parts straight into a batch.
+#[inline]
+pub fn data_prefix(key: &[u8]) -> [u8; DATA_PREFIX_LEN] {
+    let mut out = [0u8; DATA_PREFIX_LEN];
+    out[0] = DATA;
+    out[1..].copy_from_slice(&order_of(key).to_be_bytes());
+    out
 }
 
 /// The first data record key at or after scan position `order`.
@@ -101,10 +111,17 @@ pub fn split_data_key(record_key: &[u8]) -> Option<(u64, &[u8])> {
 
 /// The expiry-index key for a user key expiring at `expire_at`.
 pub fn expiry_key(expire_at: i64, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9 + key.len());
-    out.push(EXPIRY);
-    out.extend_from_slice(&(expire_at.max(0) as u64).to_be_bytes());
+    let mut out = Vec::with_capacity(EXPIRY_PREFIX_LEN + key.len());
+    out.extend_from_slice(&expiry_prefix(expire_at));
     out.extend_from_slice(key);
+    out
+}
+
+/// What comes before the user key in its expiry-index key.
+pub fn expiry_prefix(expire_at: i64) -> [u8; EXPIRY_PREFIX_LEN] {
+    let mut out = [0u8; EXPIRY_PREFIX_LEN];
+    out[0] = EXPIRY;
+    out[1..].copy_from_slice(&(expire_at.max(0) as u64).to_be_bytes());
     out
 }
 

@@ -17,6 +17,7 @@
 //! [`Reply`] out. The standalone server calls it directly; a storage node will call it for
 //! requests that arrive from proxies.
 
+mod batch;
 pub mod config;
 mod engine;
 mod expiry;

@@ -55,11 +55,20 @@ impl Header {
 /// Encodes a record: header then payload, in one allocation.
 pub fn encode(expire_at: i64, payload: &[u8]) -> Vec<u8> {
     let mut record = Vec::with_capacity(HEADER_LEN + payload.len());
-    record.push(FORMAT_VERSION);
-    record.push(ValueType::String as u8);
-    record.extend_from_slice(&expire_at.to_be_bytes());
+    record.extend_from_slice(&header(expire_at));
     record.extend_from_slice(payload);
     record
+}
+
+/// A string record's header, for writers that copy header and payload straight into a
+/// batch.
+#[inline]
+pub fn header(expire_at: i64) -> [u8; HEADER_LEN] {
+    let mut out = [0u8; HEADER_LEN];
+    out[0] = FORMAT_VERSION;
+    out[1] = ValueType::String as u8;
+    out[2..].copy_from_slice(&expire_at.to_be_bytes());
+    out
 }
 
 /// A live value read from the store.

@@ -127,12 +127,15 @@ pub fn expiry_prefix(expire_at: i64) -> [u8; EXPIRY_PREFIX_LEN] {
 
 /// Splits an expiry-index key into (expire_at, user key).
 pub fn split_expiry_key(record_key: &[u8]) -> Option<(i64, &[u8])> {
-    if record_key.len() < 9 || record_key[0] != EXPIRY {
+    if record_key.len() < EXPIRY_PREFIX_LEN || record_key[0] != EXPIRY {
         return None;
     }
     let mut at = [0u8; 8];
-    at.copy_from_slice(&record_key[1..9]);
-    Some((u64::from_be_bytes(at) as i64, &record_key[9..]))
+    at.copy_from_slice(&record_key[1..EXPIRY_PREFIX_LEN]);
+    Some((
+        u64::from_be_bytes(at) as i64,
+        &record_key[EXPIRY_PREFIX_LEN..],
+    ))
 }
 
 #[cfg(test)]

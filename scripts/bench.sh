@@ -4,7 +4,10 @@
 #
 # Targets run interleaved (A B C A B C ...) for every test, so drift on the
 # machine (thermal, noisy neighbours) hits all of them alike; ROUNDS repeats it
-# all and the median of the rounds is reported.
+# all and the median of the rounds is reported. Each round starts one target
+# further on (A B C, then B C A, then C A B): on this 2-core machine a target's
+# place in the order moved its figures by up to ~10-15% (the one listed second
+# tended to win), so no target keeps one place.
 #
 # Environment:
 #   N=200000 ROUNDS=3 CLIENTS=50 KEYSPACE=100000 DATASIZE=64
@@ -74,9 +77,11 @@ done
 RESULTS=$TMP/results.csv
 : >"$RESULTS"
 for ((round = 1; round <= ROUNDS; round++)); do
+  turn=$(((round - 1) % ${#TARGETS[@]}))
+  order=("${TARGETS[@]:turn}" "${TARGETS[@]:0:turn}")
   for p in "${PIPELINES[@]}"; do
     for test in "${TESTS[@]}"; do
-      for t in "${TARGETS[@]}"; do
+      for t in "${order[@]}"; do
         # redis-benchmark 7 --csv: "test","rps","avg_latency_ms","min_latency_ms",
         # "p50_latency_ms","p95_latency_ms","p99_latency_ms","max_latency_ms"
         row=$(timeout "$RUN_TIMEOUT" redis-benchmark -p "${PORT_OF[$t]}" -t "$test" -P "$p" \

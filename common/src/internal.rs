@@ -184,6 +184,13 @@ fn parse_epoch(arg: &[u8]) -> Result<u64, Reply> {
 mod tests {
     use super::*;
 
+    fn words(words: &[&str]) -> Vec<Bytes> {
+        words
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect()
+    }
+
     fn error_text(reply: Reply) -> Vec<u8> {
         match reply {
             Reply::Error(text) => text.to_vec(),
@@ -193,17 +200,11 @@ mod tests {
 
     #[test]
     fn a_shards_envelope_opens_into_its_epoch_and_command() {
-        let args: Vec<Bytes> = ["SHARDS", "4", "MGET", "a", "b"]
-            .into_iter()
-            .map(|s| Bytes::from_static(s.as_bytes()))
-            .collect();
+        let args = words(&["SHARDS", "4", "MGET", "a", "b"]);
         let (epoch, inner) = open_shards_envelope(&args).expect("a valid envelope");
         assert_eq!(epoch, 4);
         assert_eq!(inner, &args[2..]);
-        let bad: Vec<Bytes> = ["SHARDS", "-1", "MGET", "a"]
-            .into_iter()
-            .map(|s| Bytes::from_static(s.as_bytes()))
-            .collect();
+        let bad = words(&["SHARDS", "-1", "MGET", "a"]);
         assert_eq!(
             error_text(open_shards_envelope(&bad).unwrap_err()),
             b"ERR invalid map epoch"
@@ -282,10 +283,7 @@ mod tests {
 
     #[test]
     fn envelopes_name_shard_epoch_and_command() {
-        let args: Vec<Bytes> = ["SHARD", "17", "4", "GET", "k"]
-            .iter()
-            .map(|s| Bytes::copy_from_slice(s.as_bytes()))
-            .collect();
+        let args = words(&["SHARD", "17", "4", "GET", "k"]);
         let (envelope, rest) = open_envelope(&args).expect("valid envelope");
         assert_eq!(
             envelope,

@@ -214,11 +214,7 @@ impl Cluster {
                 return NO_MAP;
             };
             let reply = send(&routes, shard, args).await;
-            let refusal = match &reply {
-                Reply::Error(text) => Refusal::parse(text),
-                _ => None,
-            };
-            let Some(refusal) = refusal else {
+            let Some(refusal) = refusal_of(&reply) else {
                 return reply;
             };
             if attempt >= MAX_ATTEMPTS {
@@ -303,11 +299,7 @@ impl Cluster {
                 Ok(frame) => frame::to_reply(frame),
                 Err(err) => return node_down(shard, &node.id, node.registered, &err),
             };
-            let refusal = match &reply {
-                Reply::Error(text) => Refusal::parse(text),
-                _ => None,
-            };
-            match refusal {
+            match refusal_of(&reply) {
                 None => return reply,
                 Some(refusal) => count_retry(refusal),
             }
@@ -437,6 +429,14 @@ async fn send(routes: &Routes, shard: u32, args: &[Bytes]) -> Reply {
     match pool.call_on(shard as usize, request).await {
         Ok(frame) => frame::to_reply(frame),
         Err(err) => node_down(shard, &node.id, node.registered, &err),
+    }
+}
+
+/// The refusal (MOVED, STALE) a node's reply carries, if it is one.
+fn refusal_of(reply: &Reply) -> Option<Refusal> {
+    match reply {
+        Reply::Error(text) => Refusal::parse(text),
+        _ => None,
     }
 }
 

@@ -293,6 +293,29 @@ async fn a_node_that_stops_answering_times_requests_out_then_the_pool_reconnects
 }
 
 #[tokio::test]
+async fn a_request_made_while_the_connection_is_still_being_made_times_out_at_its_deadline() {
+    // The node accepts but never answers the cluster secret, so the connection is never
+    // ready; the handshake would give up only after a minute.
+    let server = FakeNode::start(SILENT).await;
+    let config = PoolConfig {
+        connections: 1,
+        request_timeout: Duration::from_millis(200),
+        connect_timeout: Duration::from_secs(60),
+        auth: Some(Bytes::from_static(b"secret")),
+        ..config()
+    };
+    let pool = NodePool::new(server.addr, config);
+    assert_eq!(
+        pool.call(echo("never sent")).await,
+        Err(PoolError::Timeout {
+            addr: server.addr,
+            timeout: Duration::from_millis(200),
+        })
+    );
+    assert_eq!(pool.stats().timeouts, 1);
+}
+
+#[tokio::test]
 async fn a_node_that_goes_away_fails_waiting_callers_and_is_reconnected_when_back() {
     let server = FakeNode::start(SILENT).await;
     let addr = server.addr;

@@ -17,7 +17,9 @@
 #     twemproxy  nutcracker in front of a redis-server
 #     ringkv     ringkv standalone, on disk, --fsync everysec
 #     cluster    ringkv-proxy -> 1 ringkv-storage node (everysec), map in a real etcd
-#   RATIOS="ringkv/twemproxy cluster/twemproxy ringkv/redis"   requests/s ratios printed
+#     cluster-1loop  the same with --event-loops 1 on the proxy and the node
+#   RATIOS="ringkv/twemproxy cluster/twemproxy cluster-1loop/twemproxy ringkv/redis"
+#              requests/s ratios printed
 #   BEFORE_BIN_DIR=DIR  binaries of another build (say, before a change): adds the targets
 #                      ringkv-before and cluster-before, e.g.
 #                      BEFORE_BIN_DIR=/tmp/old TARGETS="ringkv-before ringkv" RATIOS="ringkv/ringkv-before"
@@ -38,8 +40,8 @@ KEYSPACE=${KEYSPACE:-100000}
 DATASIZE=${DATASIZE:-64}
 read -ra TESTS <<<"${TESTS:-set get incr mset}"
 read -ra PIPELINES <<<"${PIPELINES:-1 16}"
-read -ra TARGETS <<<"${TARGETS:-redis twemproxy ringkv cluster}"
-read -ra RATIOS <<<"${RATIOS:-ringkv/twemproxy cluster/twemproxy ringkv/redis}"
+read -ra TARGETS <<<"${TARGETS:-redis twemproxy ringkv cluster cluster-1loop}"
+read -ra RATIOS <<<"${RATIOS:-ringkv/twemproxy cluster/twemproxy cluster-1loop/twemproxy ringkv/redis}"
 SHARDS=${SHARDS:-256}
 READY_TIMEOUT=${READY_TIMEOUT:-60}
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}
@@ -51,9 +53,9 @@ log() { echo "bench: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 deps=(bench)
-[[ -n ${RINGKV_CMD:-} && " ${TARGETS[*]} " != *" cluster "* ]] || deps+=(build)
+[[ -n ${RINGKV_CMD:-} && " ${TARGETS[*]} " != *" cluster"* ]] || deps+=(build)
 scripts/install-deps.sh "${deps[@]}"
-if [[ " ${TARGETS[*]} " == *" cluster "* ]] ||
+if [[ " ${TARGETS[*]} " == *" cluster"* ]] ||
   { [[ -z ${RINGKV_CMD:-} ]] && [[ " ${TARGETS[*]} " == *" ringkv "* ]]; }; then
   # Same command as `make build`: other flags would unify features differently
   # and rebuild RocksDB.

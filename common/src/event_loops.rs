@@ -152,6 +152,15 @@ impl EventLoops {
         EventLoops::start(std::thread::available_parallelism().map_or(2, |n| n.get()))
     }
 
+    /// `count` loops when given (`--event-loops`: a process sharing a few cores with other
+    /// busy ones may serve more with fewer threads), otherwise one per core.
+    pub fn count_or_per_core(count: Option<usize>) -> io::Result<EventLoops> {
+        match count {
+            Some(count) => EventLoops::start(count),
+            None => EventLoops::per_core(),
+        }
+    }
+
     /// Hands an accepted connection to the loop serving the fewest; `serve` runs there.
     pub fn serve<F>(&self, stream: TcpStream, serve: impl FnOnce(TcpStream) -> F + Send + 'static)
     where

@@ -746,6 +746,48 @@ fn a_thousand_clients_share_the_configured_connections_to_each_node() {
     );
 }
 
+/// Threads of process `pid` that are event loops (`ringkv-loop-N`, as `top -H` shows them).
+fn event_loop_threads(pid: u32) -> usize {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process's threads");
+    tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("ringkv-loop-"))
+        .count()
+}
+
+#[test]
+fn event_loops_flags_set_the_loop_threads_and_the_proxys_connections_per_node() {
+    let cluster = Cluster::builder()
+        .nodes(1)
+        .proxies(1)
+        .shards(8)
+        .storage_args(&["--event-loops", "5"])
+        .proxy_args(&["--event-loops", "5"])
+        .start();
+    let mut c = cluster.proxy(0);
+    assert_eq!(c.cmd(&["SET", "loops", "5"]), ok());
+    assert_eq!(c.cmd(&["GET", "loops"]), Reply::Bulk(b"5".to_vec()));
+
+    // Five loops each, not the default one per core ...
+    let node_pid = cluster.node_pid(0).expect("the storage node runs");
+    let proxy_pid = cluster.proxy_pid(0).expect("the proxy runs");
+    assert_eq!(
+        event_loop_threads(node_pid),
+        5,
+        "storage node's loop threads"
+    );
+    assert_eq!(event_loop_threads(proxy_pid), 5, "proxy's loop threads");
+    // ... and without --node-connections, the proxy keeps one connection per loop to the node.
+    let mut observer = cluster.node_client(0);
+    ringkv_integration::poll_until(Duration::from_secs(30), "5 proxy connections + 1", || {
+        let info = match observer.cmd(&["INFO"]) {
+            Reply::Bulk(text) => String::from_utf8_lossy(&text).into_owned(),
+            other => panic!("INFO on the storage node answered {other}"),
+        };
+        (info_field(&info, "connected_clients").as_deref() == Some("6")).then_some(())
+    });
+}
+
 #[test]
 fn storage_nodes_and_proxies_exit_0_on_sigterm_and_a_restarted_node_keeps_its_data() {
     let mut cluster = Cluster::builder().nodes(2).proxies(1).shards(8).start();

@@ -78,7 +78,7 @@ async fn serve(config: ProxyConfig) -> ExitCode {
             return bad_flag("--secret-file", &file.unwrap_or_default(), &reason);
         }
     };
-    let loops = match EventLoops::per_core() {
+    let loops = match EventLoops::count_or_per_core(config.event_loops.map(usize::from)) {
         Ok(loops) => loops,
         Err(err) => {
             eprintln!("ringkv-proxy: cannot start the event-loop threads: {err}");

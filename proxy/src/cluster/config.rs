@@ -28,8 +28,14 @@ pub struct ProxyConfig {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6380")]
     pub listen: SocketAddr,
 
+    /// Event-loop threads serving connections (default: one per core). Sharing a small
+    /// machine with other busy processes, fewer can serve more; see the README.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub event_loops: Option<u16>,
+
     /// Connections to each storage node, however many clients there are, spread over the
-    /// proxy's event loops (default: one per loop, that is one per core).
+    /// proxy's event loops (default: one per loop).
     #[arg(long, value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..=64))]
     pub node_connections: Option<u16>,

@@ -64,6 +64,12 @@ pub struct NodeConfig {
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<SocketAddr>,
 
+    /// Event-loop threads serving proxies' connections (default: one per core). Sharing a
+    /// small machine with other busy processes, fewer can serve more; see the README.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub event_loops: Option<u16>,
+
     /// File holding the cluster secret proxies must present (default: the one
     /// `ringkv-admin init` stored in etcd).
     #[arg(long, value_name = "PATH")]

@@ -36,8 +36,8 @@ use ringkv_integration::{encode_command, escape, Frame, Protocol, Reply, RespCli
 
 const DEFAULT_COMMANDS: usize = 3000;
 
-/// Relative TTL tolerance: the two servers see each command up to a few milliseconds apart,
-/// and TTL rounds to whole seconds.
+/// Relative TTL tolerance: TTL rounds to whole seconds, and the two servers see each command
+/// a little apart; on top of it, twice the longest such gap the run measured (`Run::slowest`).
 const SECONDS_TOLERANCE: i64 = 2;
 const MILLIS_TOLERANCE: i64 = 2000;
 
@@ -152,6 +152,7 @@ fn run_differential(protocol: Protocol, target: Target) {
         history: VecDeque::new(),
         errors: BTreeMap::new(),
         executed: 0,
+        slowest: Duration::ZERO,
     };
     let started = Instant::now();
 
@@ -210,7 +211,8 @@ enum Wire {
 enum Check {
     /// Byte for byte.
     Exact,
-    /// Integers equal, or both non-negative and within this many units.
+    /// Integers equal, or both non-negative and within this many units (seconds when it is
+    /// `SECONDS_TOLERANCE`, milliseconds when it is `MILLIS_TOLERANCE`) plus the run's skew.
     Ttl(i64),
     /// An array compared after sorting its elements.
     Sorted,
@@ -310,6 +312,10 @@ struct Run {
     /// Distinct error replies from redis-server, for the summary.
     errors: BTreeMap<String, usize>,
     executed: usize,
+    /// The longest a step took from being sent to ringkv to redis-server's reply: both servers
+    /// ran it within that window, so a time one of them set and a time it read later differ
+    /// between the servers by at most twice it (a stalled machine widens it, not the check).
+    slowest: Duration,
 }
 
 impl Run {
@@ -325,8 +331,10 @@ impl Run {
             self.ringkv.set_protocol(protocol);
             self.redis.set_protocol(protocol);
         }
+        let sent = Instant::now();
         let a = exchange(&mut self.ringkv, &bytes, 1, "ringkv").remove(0);
         let b = exchange(&mut self.redis, &bytes, 1, "redis-server").remove(0);
+        self.slowest = self.slowest.max(sent.elapsed());
         if a.reply.is_error() {
             self.ringkv.set_protocol(before.0);
         }
@@ -338,10 +346,22 @@ impl Run {
 
     fn execute_pipeline(&mut self, steps: &[Step]) {
         let bytes: Vec<u8> = steps.iter().flat_map(Step::bytes).collect();
+        let sent = Instant::now();
         let a = exchange(&mut self.ringkv, &bytes, steps.len(), "ringkv");
         let b = exchange(&mut self.redis, &bytes, steps.len(), "redis-server");
+        self.slowest = self.slowest.max(sent.elapsed());
         for ((step, a), b) in steps.iter().zip(&a).zip(&b) {
             self.compare(step, a, b);
+        }
+    }
+
+    /// Twice the slowest step, in the unit of `tolerance` (rounded up).
+    fn skew(&self, tolerance: i64) -> i64 {
+        let millis = i64::try_from(2 * self.slowest.as_millis()).unwrap_or(i64::MAX / 2);
+        if tolerance == SECONDS_TOLERANCE {
+            (millis + 999) / 1000
+        } else {
+            millis + 1
         }
     }
 
@@ -359,7 +379,7 @@ impl Run {
         }
         let verdict = match step.check {
             Check::Exact => exact(a, b),
-            Check::Ttl(tolerance) => ttl_within(a, b, tolerance),
+            Check::Ttl(tolerance) => ttl_within(a, b, tolerance + self.skew(tolerance)),
             Check::Sorted => sorted(a, b),
             Check::Hello => hello(a, b),
             Check::RandomKey => self.random_key(a, b),

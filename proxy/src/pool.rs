@@ -712,8 +712,8 @@ async fn write_requests(
         let now = Instant::now();
         while let Some(request) = next {
             taken += 1;
-            // A caller that gave up before its request was written is skipped: nothing will
-            // wait for that reply.
+            // A request past its deadline is answered, not sent; one whose caller gave up
+            // before it was written is skipped: nothing will wait for that reply.
             if request.deadline <= now {
                 request.fail(expired.clone());
             } else if !request.reply.is_closed() {

@@ -64,46 +64,74 @@ pub(crate) fn start(storage: &Arc<Storage>) {
     }
 }
 
-/// One pass over every shard's due index entries.
+/// One pass over every shard's due index entries; a shard with nothing due is skipped
+/// without opening an iterator (see `Engine::nothing_due`).
 pub(crate) fn sweep(st: &Storage) -> Result<u64, EngineError> {
     let now = now_ms();
     let mut removed = 0;
     for shard in st.engine.hosted() {
-        let mut due: Vec<(Vec<u8>, i64, Vec<u8>)> = Vec::new();
-        {
-            let mut iter = st.engine.expiry_iter(shard, now + 1)?;
-            while let Some((record_key, _)) = iter.current() {
-                if let Some((at, key)) = split_expiry_key(record_key) {
-                    due.push((record_key.to_vec(), at, key.to_vec()));
-                }
-                if due.len() >= BATCH {
-                    break;
-                }
-                iter.advance();
-            }
-            iter.status()?;
-        }
-        if due.is_empty() {
+        if st.engine.nothing_due(shard, now) {
             continue;
         }
-        let _held = st.locks.lock_many(due.iter().map(|(_, _, key)| &key[..]));
-        let mut batch = st.engine.batch();
-        for (index_key, at, key) in &due {
-            // Delete the key only if it still carries this expiry; the entry goes either way.
-            if let Some(header) = st.engine.raw_header(shard, key)? {
-                if header.expire_at == *at && header.expired(now) {
-                    st.engine.delete(&mut batch, shard, key)?;
-                    removed += 1;
-                }
+        st.engine.claim_due(shard);
+        match sweep_shard(st, shard, now) {
+            Ok((swept, next)) => {
+                removed += swept;
+                st.engine.note_due(shard, next);
             }
-            st.engine
-                .delete_expiry_entry(&mut batch, shard, index_key)?;
+            Err(e) => {
+                // Unknown again: the next pass looks at this shard.
+                st.engine.note_due(shard, i64::MIN);
+                return Err(e);
+            }
         }
-        st.engine.write(batch)?;
     }
     if removed > 0 {
         st.engine.flush_wal_buffer(st.engine.write_mark())?;
     }
     st.counters.expired.fetch_add(removed, Ordering::Relaxed);
     Ok(removed)
+}
+
+/// Deletes up to `BATCH` of `shard`'s entries due at `now`; returns the keys removed and when
+/// the shard's next entry is due (`i64::MIN`: more are due now, `i64::MAX`: none left).
+fn sweep_shard(st: &Storage, shard: u32, now: i64) -> Result<(u64, i64), EngineError> {
+    let mut removed = 0;
+    let mut due: Vec<(Vec<u8>, i64, Vec<u8>)> = Vec::new();
+    {
+        let mut iter = st.engine.expiry_iter(shard, now + 1)?;
+        while let Some((record_key, _)) = iter.current() {
+            if let Some((at, key)) = split_expiry_key(record_key) {
+                due.push((record_key.to_vec(), at, key.to_vec()));
+            }
+            if due.len() >= BATCH {
+                break;
+            }
+            iter.advance();
+        }
+        iter.status()?;
+    }
+    if due.is_empty() {
+        return Ok((0, st.engine.first_expiry(shard)?.unwrap_or(i64::MAX)));
+    }
+    let _held = st.locks.lock_many(due.iter().map(|(_, _, key)| &key[..]));
+    let mut batch = st.engine.batch();
+    for (index_key, at, key) in &due {
+        // Delete the key only if it still carries this expiry; the entry goes either way.
+        if let Some(header) = st.engine.raw_header(shard, key)? {
+            if header.expire_at == *at && header.expired(now) {
+                st.engine.delete(&mut batch, shard, key)?;
+                removed += 1;
+            }
+        }
+        st.engine
+            .delete_expiry_entry(&mut batch, shard, index_key)?;
+    }
+    st.engine.write(batch)?;
+    let next = if due.len() >= BATCH {
+        i64::MIN
+    } else {
+        st.engine.first_expiry(shard)?.unwrap_or(i64::MAX)
+    };
+    Ok((removed, next))
 }

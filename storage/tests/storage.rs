@@ -90,6 +90,43 @@ fn expired_keys_are_never_read_and_are_swept_from_dbsize() {
     }
 }
 
+/// Polls until `expired_keys` reaches `expired` and DBSIZE answers `keys`.
+fn wait_swept(st: &Storage, expired: u64, keys: i64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while st.stats().expired_keys != expired || run(st, &["DBSIZE"]) != Reply::Int(keys) {
+        assert!(
+            Instant::now() < deadline,
+            "waiting for {expired} swept and {keys} left: swept {}, DBSIZE {:?}",
+            st.stats().expired_keys,
+            run(st, &["DBSIZE"])
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn keys_given_an_expiry_after_the_sweep_found_nothing_due_are_swept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = open(dir.path(), 8);
+    // Once the first key is swept, the sweep has been over every shard and learnt that
+    // nothing else is due (only a key expiring in a day).
+    assert_eq!(run(&st, &["SET", "far", "v", "EX", "86400"]), Reply::Ok);
+    assert_eq!(run(&st, &["SET", "first", "v", "PX", "30"]), Reply::Ok);
+    wait_swept(&st, 1, 1);
+    // Expiries indexed since, by SET … PX and by PEXPIRE, in every shard, are found anyway.
+    for i in 0..20 {
+        let key = format!("later:{i}");
+        if i % 2 == 0 {
+            assert_eq!(run(&st, &["SET", &key, "v", "PX", "50"]), Reply::Ok);
+        } else {
+            assert_eq!(run(&st, &["SET", &key, "v"]), Reply::Ok);
+            assert_eq!(run(&st, &["PEXPIRE", &key, "50"]), Reply::Int(1));
+        }
+    }
+    wait_swept(&st, 21, 1);
+    assert_eq!(run(&st, &["EXISTS", "far"]), Reply::Int(1));
+}
+
 #[test]
 fn scan_returns_every_key_exactly_once_across_pages() {
     let dir = tempfile::tempdir().expect("tempdir");

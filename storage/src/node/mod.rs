@@ -143,9 +143,9 @@ pub async fn run(config: NodeConfig, stop: impl Future<Output = ()>) -> Result<(
         listener.local_addr().map_or(addr, |a| a),
     );
 
-    // Connections run on event loops, one per core by default: a proxy's connection is only ever
-    // polled by one thread, and a loop turn ends in one log write for every connection that
-    // was ready (see `server::end_batch`).
+    // Connections run on event loops, one per core by default: a proxy's connection is only
+    // ever polled by one thread, and a loop turn ends in one log write for every connection
+    // that was ready (see `server::end_batch`).
     let loops = EventLoops::count_or_per_core(config.event_loops.map(usize::from))
         .map_err(|err| NodeError::Fatal(format!("cannot start the event-loop threads: {err}")))?;
     tokio::pin!(stop);

@@ -36,10 +36,25 @@ use ringkv_integration::{encode_command, escape, Frame, Protocol, Reply, RespCli
 
 const DEFAULT_COMMANDS: usize = 3000;
 
-/// Relative TTL tolerance: TTL rounds to whole seconds, and the two servers see each command
-/// a little apart; on top of it, twice the longest such gap the run measured (`Run::slowest`).
-const SECONDS_TOLERANCE: i64 = 2;
-const MILLIS_TOLERANCE: i64 = 2000;
+/// The unit a TTL-family reply counts in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TimeUnit {
+    Seconds,
+    Millis,
+}
+
+impl TimeUnit {
+    /// Relative TTL tolerance: TTL rounds to whole seconds, and the two servers see each
+    /// command a little apart; on top of it, twice the longest such gap the run measured
+    /// (`Run::slowest`).
+    fn tolerance(self, slowest: Duration) -> i64 {
+        let skew_ms = i64::try_from(2 * slowest.as_millis()).unwrap_or(i64::MAX / 2);
+        match self {
+            TimeUnit::Seconds => 2 + (skew_ms + 999) / 1000,
+            TimeUnit::Millis => 2000 + skew_ms + 1,
+        }
+    }
+}
 
 /// The run must finish well within the 600 s step spacing of relative TTLs (see module doc).
 const MAX_RUN_TIME: Duration = Duration::from_secs(300);
@@ -211,9 +226,8 @@ enum Wire {
 enum Check {
     /// Byte for byte.
     Exact,
-    /// Integers equal, or both non-negative and within this many units (seconds when it is
-    /// `SECONDS_TOLERANCE`, milliseconds when it is `MILLIS_TOLERANCE`) plus the run's skew.
-    Ttl(i64),
+    /// Integers equal, or both non-negative times in this unit within the run's tolerance.
+    Ttl(TimeUnit),
     /// An array compared after sorting its elements.
     Sorted,
     /// HELLO's map without the fields that name the implementation.
@@ -355,16 +369,6 @@ impl Run {
         }
     }
 
-    /// Twice the slowest step, in the unit of `tolerance` (rounded up).
-    fn skew(&self, tolerance: i64) -> i64 {
-        let millis = i64::try_from(2 * self.slowest.as_millis()).unwrap_or(i64::MAX / 2);
-        if tolerance == SECONDS_TOLERANCE {
-            (millis + 999) / 1000
-        } else {
-            millis + 1
-        }
-    }
-
     fn compare(&mut self, step: &Step, a: &Frame, b: &Frame) {
         self.executed += 1;
         let index = self.executed;
@@ -379,7 +383,7 @@ impl Run {
         }
         let verdict = match step.check {
             Check::Exact => exact(a, b),
-            Check::Ttl(tolerance) => ttl_within(a, b, tolerance + self.skew(tolerance)),
+            Check::Ttl(unit) => ttl_within(a, b, unit.tolerance(self.slowest)),
             Check::Sorted => sorted(a, b),
             Check::Hello => hello(a, b),
             Check::RandomKey => self.random_key(a, b),
@@ -486,7 +490,7 @@ impl Run {
             self.execute(&Step::exact(vec![b"GET".to_vec(), key.clone()]));
             self.execute(&Step::new(
                 vec![b"PTTL".to_vec(), key],
-                Check::Ttl(MILLIS_TOLERANCE),
+                Check::Ttl(TimeUnit::Millis),
             ));
         }
         self.execute(&Step::new(vec![b"DBSIZE".to_vec()], Check::Dbsize));
@@ -1383,13 +1387,13 @@ impl Gen {
 
     fn ttl_family(&mut self) -> Vec<Step> {
         let key = self.key();
-        let (name, tolerance) = match self.rng.gen_range(0..4) {
-            0 => ("ttl", SECONDS_TOLERANCE),
-            1 => ("pttl", MILLIS_TOLERANCE),
-            2 => ("expiretime", SECONDS_TOLERANCE),
-            _ => ("pexpiretime", MILLIS_TOLERANCE),
+        let (name, unit) = match self.rng.gen_range(0..4) {
+            0 => ("ttl", TimeUnit::Seconds),
+            1 => ("pttl", TimeUnit::Millis),
+            2 => ("expiretime", TimeUnit::Seconds),
+            _ => ("pexpiretime", TimeUnit::Millis),
         };
-        vec![Step::new(vec![self.name(name), key], Check::Ttl(tolerance))]
+        vec![Step::new(vec![self.name(name), key], Check::Ttl(unit))]
     }
 
     fn persist(&mut self) -> Vec<Step> {

@@ -254,31 +254,32 @@ impl Shared {
 struct Conn {
     queue: mpsc::Sender<Request>,
     room: Arc<Semaphore>,
-    /// Between a failed connection attempt and the next one: callers fail fast.
-    down: Arc<Down>,
+    /// Down (callers fail fast) or serving (its reader keeps their deadlines).
+    state: Arc<ConnState>,
 }
 
-/// Whether a connection is backing off, and why, so callers can fail fast with the reason;
-/// and whether it is serving, so callers know its reader keeps their deadlines.
+/// Whether a connection is backing off between attempts, and why, so callers can fail fast
+/// with the reason; and whether it is serving, so callers know its reader keeps their
+/// deadlines.
 #[derive(Default)]
-struct Down {
-    flag: AtomicBool,
+struct ConnState {
+    down: AtomicBool,
     reason: Mutex<String>,
     serving: AtomicBool,
 }
 
-impl Down {
-    fn set(&self, reason: &str) {
+impl ConnState {
+    fn set_down(&self, reason: &str) {
         reason.clone_into(&mut self.reason.lock().unwrap_or_else(|p| p.into_inner()));
-        self.flag.store(true, Ordering::Release);
+        self.down.store(true, Ordering::Release);
     }
 
-    fn clear(&self) {
-        self.flag.store(false, Ordering::Release);
+    fn clear_down(&self) {
+        self.down.store(false, Ordering::Release);
     }
 
     fn is_down(&self) -> bool {
-        self.flag.load(Ordering::Acquire)
+        self.down.load(Ordering::Acquire)
     }
 
     fn reason(&self) -> String {
@@ -328,18 +329,18 @@ impl NodePool {
         let conns = (0..config.connections.max(1))
             .map(|i| {
                 let (queue, requests) = mpsc::channel(queue_depth);
-                let down = Arc::new(Down::default());
+                let state = Arc::new(ConnState::default());
                 let task = ConnTask {
                     addr,
                     config: config.clone(),
                     counters: Arc::clone(&counters),
-                    down: Arc::clone(&down),
+                    state: Arc::clone(&state),
                 };
                 config.loops.spawn(i, task.run(requests));
                 Conn {
                     queue,
                     room: Arc::new(Semaphore::new(queue_depth)),
-                    down,
+                    state,
                 }
             })
             .collect();
@@ -441,20 +442,20 @@ impl NodePool {
         if let Some((own, stride, count)) = self.own_connections() {
             for i in 0..count {
                 let conn = &self.conns[own + (start + i) % count * stride];
-                if !conn.down.is_down() {
+                if !conn.state.is_down() {
                     return Ok(conn);
                 }
             }
         }
         for i in 0..n {
             let conn = &self.conns[(start + i) % n];
-            if !conn.down.is_down() {
+            if !conn.state.is_down() {
                 return Ok(conn);
             }
         }
         Err(PoolError::Unavailable {
             addr: self.addr,
-            reason: self.conns[start % n].down.reason(),
+            reason: self.conns[start % n].state.reason(),
         })
     }
 
@@ -498,7 +499,7 @@ impl NodePool {
         // expires. Only a request queued while the connection is being made needs a timer.
         // (If the connection fails just after this check, the request waits for the next one
         // to be made, at most the connect timeout, and is then sent or answered.)
-        if conn.down.is_serving() {
+        if conn.state.is_serving() {
             return answer.await.map_err(|_| self.closed())?;
         }
         match tokio::time::timeout_at(deadline, answer).await {
@@ -543,7 +544,7 @@ struct ConnTask {
     addr: SocketAddr,
     config: PoolConfig,
     counters: Arc<Counters>,
-    down: Arc<Down>,
+    state: Arc<ConnState>,
 }
 
 impl ConnTask {
@@ -561,7 +562,7 @@ impl ConnTask {
                         _ = tokio::time::sleep_until(until) => break,
                         request = requests.recv() => match request {
                             Some(request) => {
-                                request.fail(self.error(&Failure::Io(self.down.reason())));
+                                request.fail(self.error(&Failure::Io(self.state.reason())));
                             }
                             None => return,
                         },
@@ -577,14 +578,14 @@ impl ConnTask {
             {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(err)) => {
-                    self.down.set(&format!("connect failed: {err}"));
+                    self.state.set_down(&format!("connect failed: {err}"));
                     wait = true;
                     continue;
                 }
                 Err(_) => {
                     let timeout = self.config.connect_timeout;
-                    self.down
-                        .set(&format!("connect timed out after {timeout:?}"));
+                    self.state
+                        .set_down(&format!("connect timed out after {timeout:?}"));
                     wait = true;
                     continue;
                 }
@@ -600,12 +601,12 @@ impl ConnTask {
                     Ok(Ok(())) => {}
                     Ok(Err(reason)) => {
                         tracing::warn!(addr = %self.addr, %reason, "storage node refused the proxy");
-                        self.down.set(&reason);
+                        self.state.set_down(&reason);
                         wait = true;
                         continue;
                     }
                     Err(_) => {
-                        self.down.set("no answer to the cluster secret");
+                        self.state.set_down("no answer to the cluster secret");
                         wait = true;
                         continue;
                     }
@@ -615,7 +616,7 @@ impl ConnTask {
                 self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
             }
             connected_before = true;
-            self.down.clear();
+            self.state.clear_down();
             self.counters.connections_up.fetch_add(1, Ordering::Relaxed);
 
             let (failure, worked) = self.serve(stream, &mut requests).await;
@@ -629,12 +630,12 @@ impl ConnTask {
                 Failure::Closed => return,
             };
             tracing::warn!(addr = %self.addr, %reason, "storage node connection failed");
-            self.down.set(&reason);
+            self.state.set_down(&reason);
             // Reconnect at once if the connection was working; back off if it never did,
             // so a node that accepts and drops us is not hammered.
             if worked {
                 backoff = self.config.backoff_min;
-                self.down.clear();
+                self.state.clear_down();
             }
             wait = !worked;
         }
@@ -655,13 +656,13 @@ impl ConnTask {
         });
         let mut reader = tokio::spawn(read_replies(read, Arc::clone(&shared)));
         let expired = self.error(&Failure::Timeout);
-        self.down.set_serving(true);
+        self.state.set_serving(true);
         let failure = tokio::select! {
             failure = write_requests(write, requests, &shared, &self.counters, &expired) => failure,
             joined = &mut reader => joined
                 .unwrap_or_else(|err| Failure::Io(format!("reply reader failed: {err}"))),
         };
-        self.down.set_serving(false);
+        self.state.set_serving(false);
         reader.abort();
         let error = self.error(&failure);
         let waiting = std::mem::take(&mut *shared.waiting());

@@ -425,17 +425,6 @@ impl Engine {
         }
     }
 
-    /// The time of `shard`'s first expiry-index entry, if it has one.
-    pub fn first_expiry(&self, shard: u32) -> Result<Option<i64>, EngineError> {
-        let iter = self.expiry_iter(shard, i64::MAX)?;
-        let first = iter
-            .current()
-            .and_then(|(record_key, _)| layout::split_expiry_key(record_key))
-            .map(|(at, _)| at);
-        iter.status()?;
-        Ok(first)
-    }
-
     /// Stores `payload` under `key`, indexing its expiry if it has one.
     pub fn put(
         &self,
@@ -509,12 +498,12 @@ impl Engine {
         Ok(ShardIter { inner })
     }
 
-    /// An iterator over one shard's expiry index, oldest first, up to (not including) `until`.
-    pub fn expiry_iter(&self, shard: u32, until: i64) -> Result<ShardIter<'_>, EngineError> {
+    /// An iterator over one shard's expiry index, oldest first.
+    pub fn expiry_iter(&self, shard: u32) -> Result<ShardIter<'_>, EngineError> {
         let mut opts = ReadOptions::default();
         // The index is one prefix bucket: walk it in order, no sorted copy of the memtable.
         opts.set_prefix_same_as_start(true);
-        opts.set_iterate_upper_bound(layout::expiry_key(until, b""));
+        opts.set_iterate_upper_bound([DATA]);
         let mut inner = self.db.raw_iterator_cf_opt(self.cf(shard)?, opts);
         inner.seek([EXPIRY]);
         Ok(ShardIter { inner })

@@ -94,26 +94,33 @@ pub(crate) fn sweep(st: &Storage) -> Result<u64, EngineError> {
 }
 
 /// Deletes up to `BATCH` of `shard`'s entries due at `now`; returns the keys removed and when
-/// the shard's next entry is due (`i64::MIN`: more are due now, `i64::MAX`: none left).
+/// the shard's next entry is due (`i64::MIN`: more are due now, `i64::MAX`: none left), read
+/// by the same walk of the index.
 fn sweep_shard(st: &Storage, shard: u32, now: i64) -> Result<(u64, i64), EngineError> {
-    let mut removed = 0;
     let mut due: Vec<(Vec<u8>, i64, Vec<u8>)> = Vec::new();
+    let mut next = i64::MAX;
     {
-        let mut iter = st.engine.expiry_iter(shard, now + 1)?;
+        let mut iter = st.engine.expiry_iter(shard)?;
         while let Some((record_key, _)) = iter.current() {
             if let Some((at, key)) = split_expiry_key(record_key) {
+                if at > now {
+                    next = at;
+                    break;
+                }
+                if due.len() == BATCH {
+                    next = i64::MIN;
+                    break;
+                }
                 due.push((record_key.to_vec(), at, key.to_vec()));
-            }
-            if due.len() >= BATCH {
-                break;
             }
             iter.advance();
         }
         iter.status()?;
     }
     if due.is_empty() {
-        return Ok((0, st.engine.first_expiry(shard)?.unwrap_or(i64::MAX)));
+        return Ok((0, next));
     }
+    let mut removed = 0;
     let _held = st.locks.lock_many(due.iter().map(|(_, _, key)| &key[..]));
     let mut batch = st.engine.batch();
     for (index_key, at, key) in &due {
@@ -128,10 +135,5 @@ fn sweep_shard(st: &Storage, shard: u32, now: i64) -> Result<(u64, i64), EngineE
             .delete_expiry_entry(&mut batch, shard, index_key)?;
     }
     st.engine.write(batch)?;
-    let next = if due.len() >= BATCH {
-        i64::MIN
-    } else {
-        st.engine.first_expiry(shard)?.unwrap_or(i64::MAX)
-    };
     Ok((removed, next))
 }

@@ -109,14 +109,6 @@ pub fn split_data_key(record_key: &[u8]) -> Option<(u64, &[u8])> {
     Some((u64::from_be_bytes(order), &record_key[DATA_PREFIX_LEN..]))
 }
 
-/// The expiry-index key for a user key expiring at `expire_at`.
-pub fn expiry_key(expire_at: i64, key: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(EXPIRY_PREFIX_LEN + key.len());
-    out.extend_from_slice(&expiry_prefix(expire_at));
-    out.extend_from_slice(key);
-    out
-}
-
 /// What comes before the user key in its expiry-index key.
 pub fn expiry_prefix(expire_at: i64) -> [u8; EXPIRY_PREFIX_LEN] {
     let mut out = [0u8; EXPIRY_PREFIX_LEN];
@@ -158,6 +150,11 @@ mod tests {
         assert!(matches!(record, DataKey::Heap(_)));
         assert_eq!(split_data_key(&record), Some((order_of(&long), &long[..])));
         assert!(matches!(data_key(b"short"), DataKey::Inline { .. }));
+    }
+
+    /// An expiry-index key as `Engine::put` writes it: prefix, then the user key.
+    fn expiry_key(expire_at: i64, key: &[u8]) -> Vec<u8> {
+        [&expiry_prefix(expire_at)[..], key].concat()
     }
 
     #[test]

@@ -17,6 +17,7 @@ use smallvec::SmallVec;
 
 use crate::batch::{self, Batch};
 use crate::config::{Fsync, Hosting, StorageConfig, StorageError};
+use crate::families::{self, Handle};
 use crate::layout::{self, DATA, EXPIRY};
 use crate::value::{self, Header, Value, HEADER_LEN};
 
@@ -51,19 +52,19 @@ pub enum EngineError {
     /// This RocksDB encodes write batches in a way `batch.rs` does not know.
     #[error("unknown RocksDB write batch format")]
     BatchFormat,
+    /// RocksDB could not create shard column families.
+    #[error("cannot create column families: {0}")]
+    CreateFamilies(String),
 }
-
-/// A shard's column family handle.
-type Family = Arc<BoundColumnFamily<'static>>;
 
 /// An open shard family: its handle for reads, its RocksDB id for writes (see [`Batch`]).
 struct Hosted {
-    handle: Family,
+    handle: Handle,
     id: u32,
 }
 
 impl Hosted {
-    fn new(handle: Family) -> Result<Hosted, EngineError> {
+    fn new(handle: Handle) -> Result<Hosted, EngineError> {
         let mut probe = WriteBatch::default();
         probe.put_cf(&handle, b"", b"");
         let id = batch::family_id(probe.data()).ok_or(EngineError::BatchFormat)?;
@@ -107,6 +108,15 @@ impl Writes {
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
+}
+
+/// The handle of a family the crate opened, kept by the engine.
+fn crate_handle(cf: Arc<BoundColumnFamily<'_>>) -> Handle {
+    // SAFETY: the handle points into the database, which the engine keeps alive for longer
+    // than its handles (fields drop in declaration order) and which never drops a family
+    // the engine holds.
+    let cf: Arc<BoundColumnFamily<'static>> = unsafe { std::mem::transmute(cf) };
+    Handle::Opened(cf)
 }
 
 /// Name of a shard's column family.
@@ -271,9 +281,7 @@ impl Engine {
             let Some(cf) = db.cf_handle(&cf_name(shard)) else {
                 return Err(shard_count_error(shard));
             };
-            // SAFETY: see `Engine::host`.
-            let cf: Family = unsafe { std::mem::transmute(cf) };
-            let _ = cfs[shard as usize].set(Hosted::new(cf)?);
+            let _ = cfs[shard as usize].set(Hosted::new(crate_handle(cf))?);
         }
         let mut write_opts = WriteOptions::default();
         write_opts.set_sync(sync_every_write);
@@ -291,38 +299,50 @@ impl Engine {
         })
     }
 
-    /// Opens shard `shard`'s column family, creating it if this node never held the shard.
-    /// Returns whether it was created. Idempotent; a family once open stays open.
-    pub fn host(&self, shard: u32) -> Result<bool, EngineError> {
-        let Some(slot) = self.cfs.get(shard as usize) else {
-            return Err(EngineError::NotHosted(shard));
-        };
-        if slot.get().is_some() {
-            return Ok(false);
+    /// Opens the column families of `shards`, creating those this node never held in one
+    /// RocksDB call (see [`families`]). Returns how many it created. Idempotent; a family
+    /// once open stays open. If creating fails part-way, the families made before the
+    /// failure are open and the error is returned.
+    pub fn host(&self, shards: &[u32]) -> Result<usize, EngineError> {
+        if let Some(&beyond) = shards.iter().find(|&&s| s >= self.shards()) {
+            return Err(EngineError::NotHosted(beyond));
         }
         let _creating = self
             .creating
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if slot.get().is_some() {
-            return Ok(false);
-        }
-        let name = cf_name(shard);
-        let created = match self.db.cf_handle(&name) {
-            Some(_) => false,
-            None => {
-                self.db.create_cf(&name, &self.cf_opts)?;
-                true
+        let mut missing: Vec<u32> = shards.iter().copied().filter(|&s| !self.hosts(s)).collect();
+        missing.sort_unstable();
+        missing.dedup();
+        let mut to_create = Vec::with_capacity(missing.len());
+        for shard in missing {
+            match self.db.cf_handle(&cf_name(shard)) {
+                Some(cf) => self.set_hosted(shard, crate_handle(cf))?,
+                None => to_create.push(shard),
             }
-        };
-        let Some(cf) = self.db.cf_handle(&name) else {
-            return Err(EngineError::NotHosted(shard));
-        };
-        // SAFETY: the handle points into `db`, which this struct keeps alive for longer than
-        // `cfs` (fields drop in declaration order) and never drops a family it holds.
-        let cf: Family = unsafe { std::mem::transmute(cf) };
-        let _ = slot.set(Hosted::new(cf)?);
-        Ok(created)
+        }
+        if to_create.is_empty() {
+            return Ok(0);
+        }
+        let names: Vec<String> = to_create.iter().map(|&s| cf_name(s)).collect();
+        let (handles, error) = families::create(&self.db, &self.cf_opts, &names);
+        let created = handles.len();
+        for (shard, handle) in to_create.into_iter().zip(handles) {
+            self.set_hosted(shard, handle)?;
+        }
+        match error {
+            Some(error) => Err(EngineError::CreateFamilies(error)),
+            None => Ok(created),
+        }
+    }
+
+    /// Fills shard `shard`'s slot (left as it is if already filled).
+    fn set_hosted(&self, shard: u32, handle: Handle) -> Result<(), EngineError> {
+        let hosted = Hosted::new(handle)?;
+        if let Some(slot) = self.cfs.get(shard as usize) {
+            let _ = slot.set(hosted);
+        }
+        Ok(())
     }
 
     /// Whether shard `shard`'s family is open here.
@@ -351,7 +371,7 @@ impl Engine {
     }
 
     #[inline]
-    fn cf(&self, shard: u32) -> Result<&Family, EngineError> {
+    fn cf(&self, shard: u32) -> Result<&Handle, EngineError> {
         Ok(&self.family(shard)?.handle)
     }
 
@@ -594,7 +614,7 @@ impl Engine {
             // Nothing outlives an in-memory store; RocksDB's memory WAL cannot even sync.
             return Ok(());
         }
-        let cfs: Vec<&Family> = self
+        let cfs: Vec<&Handle> = self
             .cfs
             .iter()
             .filter_map(|slot| slot.get().map(|hosted| &hosted.handle))

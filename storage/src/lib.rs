@@ -2,6 +2,7 @@
 //!
 //! - [`config`]: how the engine opens ([`StorageConfig`], [`Fsync`]) and why it may not.
 //! - `engine`: RocksDB, a column family per shard, bounded memory, the expiry compaction filter.
+//! - `families`: shard column-family handles, and creating many families in one RocksDB call.
 //! - `layout`: where data records and expiry-index records sit inside a shard.
 //! - `value`: the stored value header (format version, type, expiry).
 //! - `locks`: per-key write serialization, so read-modify-write commands lose no update.
@@ -21,6 +22,7 @@ mod batch;
 pub mod config;
 mod engine;
 mod expiry;
+mod families;
 mod float;
 mod group;
 mod keyspace;
@@ -146,10 +148,11 @@ impl Storage {
         shard_of(key, self.engine.shards())
     }
 
-    /// Opens shard `shard`'s column family (creating it if needed), so that the node can
-    /// serve it: called when the shard map assigns the shard to this node.
-    pub fn host(&self, shard: u32) -> Result<bool, StorageError> {
-        Ok(self.engine.host(shard)?)
+    /// Opens the column families of `shards` (creating the new ones together), so that the
+    /// node can serve them: called when the shard map assigns shards to this node. Returns
+    /// how many were created.
+    pub fn host(&self, shards: &[u32]) -> Result<usize, StorageError> {
+        Ok(self.engine.host(shards)?)
     }
 
     /// Whether shard `shard` is open here.

@@ -156,14 +156,7 @@ impl Membership {
             .filter(|&s| map.shards[s as usize].replicas.contains(id))
             .collect();
         let storage = Arc::clone(&self.storage);
-        let opened = tokio::task::spawn_blocking(move || {
-            let mut created = 0;
-            for shard in held {
-                created += usize::from(storage.host(shard)?);
-            }
-            Ok::<usize, crate::StorageError>(created)
-        })
-        .await;
+        let opened = tokio::task::spawn_blocking(move || storage.host(&held)).await;
         let created = match opened {
             Ok(Ok(created)) => created,
             Ok(Err(err)) => {

@@ -11,7 +11,7 @@ use ringkv_common::command::CommandSpec;
 use ringkv_common::resp::Reply;
 use ringkv_storage::{Storage, StorageStats, WriteGroup};
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Refused, Started};
 
 /// The engine behind the proxy.
 #[derive(Clone)]
@@ -56,6 +56,25 @@ impl Backend {
                         INTERNAL
                     })
             }
+        }
+    }
+
+    /// Sends a single-shard command to its storage node without a future of its own, when
+    /// nothing would wait ([`Cluster::send_now`]); `None` for the local engine, and whenever
+    /// the command must go through [`Backend::execute`].
+    pub fn send_now(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Option<Started> {
+        match self {
+            Backend::Remote(cluster) => cluster.send_now(spec, args),
+            Backend::Local(_) => None,
+        }
+    }
+
+    /// Runs again a command [`Backend::send_now`] sent and its node refused.
+    pub async fn retry(&self, refused: Refused, args: &[Bytes]) -> Reply {
+        match self {
+            Backend::Remote(cluster) => cluster.retry(refused, args).await,
+            // `send_now` sends nothing to the local engine.
+            Backend::Local(_) => INTERNAL,
         }
     }
 

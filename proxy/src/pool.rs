@@ -33,9 +33,12 @@
 //! about every third request.)
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -398,6 +401,37 @@ impl NodePool {
         self.count(result)
     }
 
+    /// Queues a request on the connection [`call_on`](Self::call_on) would choose, without
+    /// waiting, and returns where its reply will arrive; `None` (the request dropped) when
+    /// queueing it would mean waiting: the connection is not serving yet, or has no queue
+    /// room. Lets a caller keep many requests in flight without a future for each. The
+    /// request's deadline is kept by its connection, as for a `call_on` on a serving one;
+    /// pass what the [`Pending`] gives to [`counted`](Self::counted).
+    pub fn start_on(&self, affinity: usize, args: Vec<Bytes>) -> Option<Pending> {
+        let conn = self.pick_from(affinity).ok()?;
+        if !conn.state.is_serving() {
+            return None;
+        }
+        let permit = Arc::clone(&conn.room).try_acquire_owned().ok()?;
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            args,
+            reply,
+            deadline: Instant::now() + self.config.request_timeout,
+            slot: QueueSlot::new(permit, &self.counters),
+        };
+        conn.queue.try_send(request).ok()?;
+        Some(Pending {
+            answer,
+            addr: self.addr,
+        })
+    }
+
+    /// Counts a [`Pending`]'s outcome in the pool's figures (a timeout), and passes it on.
+    pub fn counted(&self, result: Result<BytesFrame, PoolError>) -> Result<BytesFrame, PoolError> {
+        self.count(result)
+    }
+
     /// Like [`call`](Self::call), but fails at once with [`PoolError::Busy`] instead of
     /// waiting when the chosen connection's queue is full: for callers that would rather shed
     /// load than queue behind a slow node.
@@ -524,6 +558,23 @@ impl NodePool {
 
     fn closed(&self) -> PoolError {
         PoolError::Closed { addr: self.addr }
+    }
+}
+
+/// The reply of a request queued by [`NodePool::start_on`].
+pub struct Pending {
+    answer: oneshot::Receiver<Result<BytesFrame, PoolError>>,
+    addr: SocketAddr,
+}
+
+impl Future for Pending {
+    type Output = Result<BytesFrame, PoolError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let addr = self.addr;
+        Pin::new(&mut self.answer)
+            .poll(cx)
+            .map(|answer| answer.unwrap_or(Err(PoolError::Closed { addr })))
     }
 }
 

@@ -28,7 +28,10 @@ mod frame;
 /// One epoch's routing table, public for the routing micro-benchmarks (`proxy/benches`).
 pub mod routes;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,10 +48,10 @@ use ringkv_common::shardmap::ClusterConfig;
 use ringkv_storage::StorageStats;
 use tokio::task::JoinHandle;
 
-use crate::pool::{PoolConfig, PoolError};
+use crate::pool::{Pending, PoolConfig, PoolError};
 use follow::Follower;
 pub use follow::Shared;
-use routes::Routes;
+use routes::{Node, Routes};
 
 /// Redis Cluster's reply to a multi-key command whose keys are in different slots.
 const CROSSSLOT: Reply = Reply::error("CROSSSLOT Keys in request don't hash to the same slot");
@@ -207,7 +210,11 @@ impl Cluster {
     /// Sends `args` to shard `shard`'s primary; retries refusals; turns failures into
     /// CLUSTERDOWN replies.
     async fn call(&self, shard: u32, args: &[Bytes]) -> Reply {
-        let mut attempt = 0;
+        self.call_from(0, shard, args).await
+    }
+
+    /// [`call`](Self::call), `attempts` tries already made.
+    async fn call_from(&self, mut attempt: u32, shard: u32, args: &[Bytes]) -> Reply {
         loop {
             attempt += 1;
             let Some(routes) = self.shared.routes.load_full() else {
@@ -217,19 +224,75 @@ impl Cluster {
             let Some(refusal) = refusal_of(&reply) else {
                 return reply;
             };
-            if attempt >= MAX_ATTEMPTS {
-                return Reply::error_owned(format!(
-                    "TRYAGAIN shard {shard} is changing hands; try again"
-                ));
-            }
-            count_retry(refusal);
-            match refusal {
-                Refusal::Moved { epoch, .. } => self.await_map(epoch.max(routes.epoch + 1)).await,
-                Refusal::Stale { .. } => {
-                    tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
-                }
+            if let Err(reply) = self.wait_out(refusal, routes.epoch, shard, attempt).await {
+                return reply;
             }
         }
+    }
+
+    /// After a refusal of try `attempt` of a request routed at map `epoch`: waits for the
+    /// newer map (MOVED) or a while (STALE) before the next try, or gives up with TRYAGAIN.
+    async fn wait_out(
+        &self,
+        refusal: Refusal,
+        epoch: u64,
+        shard: u32,
+        attempt: u32,
+    ) -> Result<(), Reply> {
+        if attempt >= MAX_ATTEMPTS {
+            return Err(Reply::error_owned(format!(
+                "TRYAGAIN shard {shard} is changing hands; try again"
+            )));
+        }
+        count_retry(refusal);
+        match refusal {
+            Refusal::Moved { epoch: theirs, .. } => self.await_map(theirs.max(epoch + 1)).await,
+            Refusal::Stale { .. } => tokio::time::sleep(Duration::from_millis(5 << attempt)).await,
+        }
+        Ok(())
+    }
+
+    /// Sends a single-shard command to its node at once, when that needs no waiting (a map,
+    /// a serving connection with queue room), so that the caller can keep it in flight
+    /// without a future of its own; `None` otherwise, and nothing is sent: run it with
+    /// [`execute`](Self::execute). Requests a caller starts reach a shard's connection in
+    /// the order they are started.
+    pub fn send_now(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Option<Started> {
+        if spec.route != Route::SingleShard {
+            return None;
+        }
+        let key = spec.key_indexes(args.len()).next()?;
+        let shard = shard_of(&args[key], self.shards);
+        let routes = self.shared.routes.load();
+        let routes = routes.as_ref()?;
+        let node = routes.primary(shard)?;
+        let pool = node.pool.as_ref()?;
+        let request = envelope(
+            routes.shard_args.get(shard as usize)?,
+            &routes.epoch_arg,
+            args,
+        );
+        let pending = pool.start_on(shard as usize, request)?;
+        Some(Started {
+            shard,
+            epoch: routes.epoch,
+            node: Arc::clone(node),
+            pending,
+        })
+    }
+
+    /// Runs a command its node refused after [`send_now`](Self::send_now) sent it: waits as
+    /// [`execute`](Self::execute) would have, then sends it again.
+    pub async fn retry(&self, refused: Refused, args: &[Bytes]) -> Reply {
+        let Refused {
+            shard,
+            refusal,
+            epoch,
+        } = refused;
+        if let Err(reply) = self.wait_out(refusal, epoch, shard, 1).await {
+            return reply;
+        }
+        self.call_from(1, shard, args).await
     }
 
     /// Waits (bounded) until the map is at least `epoch`, asking the follower to read it.
@@ -421,14 +484,75 @@ async fn send(routes: &Routes, shard: u32, args: &[Bytes]) -> Reply {
     let Some(shard_arg) = routes.shard_args.get(shard as usize) else {
         return Reply::error_owned(format!("ERR shard {shard} is beyond the map"));
     };
-    let mut request = Vec::with_capacity(args.len() + 3);
-    request.push(Bytes::from_static(SHARD));
-    request.push(shard_arg.clone());
-    request.push(routes.epoch_arg.clone());
-    request.extend_from_slice(args);
+    let request = envelope(shard_arg, &routes.epoch_arg, args);
     match pool.call_on(shard as usize, request).await {
         Ok(frame) => frame::to_reply(frame),
         Err(err) => node_down(shard, &node.id, node.registered, &err),
+    }
+}
+
+/// A single-shard request in its `SHARD` envelope.
+fn envelope(shard_arg: &Bytes, epoch_arg: &Bytes, args: &[Bytes]) -> Vec<Bytes> {
+    let mut request = Vec::with_capacity(args.len() + 3);
+    request.push(Bytes::from_static(SHARD));
+    request.push(shard_arg.clone());
+    request.push(epoch_arg.clone());
+    request.extend_from_slice(args);
+    request
+}
+
+/// A single-shard command [`Cluster::send_now`] sent; its reply on the way.
+pub struct Started {
+    shard: u32,
+    /// The map epoch it was routed by.
+    epoch: u64,
+    node: Arc<Node>,
+    pending: Pending,
+}
+
+/// What a [`Started`] command came to.
+pub enum Answer {
+    /// The client's reply (a node's failure already turned into CLUSTERDOWN).
+    Reply(Reply),
+    /// The node refused it, so it did not run: [`Cluster::retry`] runs it.
+    Refused(Refused),
+}
+
+/// A refusal of a [`Started`] command, for [`Cluster::retry`].
+pub struct Refused {
+    shard: u32,
+    refusal: Refusal,
+    epoch: u64,
+}
+
+impl Started {
+    /// Polls for the answer.
+    pub fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<Answer> {
+        let result = ready!(Pin::new(&mut self.pending).poll(cx));
+        let result = match &self.node.pool {
+            Some(pool) => pool.counted(result),
+            None => result,
+        };
+        let reply = match result {
+            Ok(frame) => frame::to_reply(frame),
+            Err(err) => {
+                let node = &self.node;
+                return Poll::Ready(Answer::Reply(node_down(
+                    self.shard,
+                    &node.id,
+                    node.registered,
+                    &err,
+                )));
+            }
+        };
+        Poll::Ready(match refusal_of(&reply) {
+            None => Answer::Reply(reply),
+            Some(refusal) => Answer::Refused(Refused {
+                shard: self.shard,
+                refusal,
+                epoch: self.epoch,
+            }),
+        })
     }
 }
 

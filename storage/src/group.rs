@@ -17,7 +17,7 @@ use ringkv_common::clock::now_ms;
 use ringkv_common::command::{CommandSpec, Gathered};
 use ringkv_common::resp::Reply;
 
-use crate::strings::incremented;
+use crate::strings::{incremented, read_incremented};
 use crate::{reply_of, Failure, Storage};
 
 /// Gathered requests, waiting for [`Storage::execute_group`].
@@ -151,14 +151,7 @@ impl Storage {
                     let (expire_at, sum) = match written.get(key) {
                         Some(&(at, Pending::Int(n))) => (at, n.checked_add(by).ok_or(OVERFLOW)),
                         Some((at, Pending::Bytes(b))) => (*at, incremented(Some(b), by)),
-                        None => {
-                            let stored = self.read(key, now)?;
-                            let payload = stored.as_ref().map(|v| &v.payload[..]);
-                            (
-                                stored.as_ref().map_or(0, |v| v.expire_at),
-                                incremented(payload, by),
-                            )
-                        }
+                        None => read_incremented(self, key, now, by)?,
                     };
                     replies.push(match sum {
                         Ok(sum) => {

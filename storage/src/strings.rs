@@ -93,6 +93,21 @@ impl Storage {
         Ok(value)
     }
 
+    /// Reads a live value in place through `read` (see [`Engine::read_live`]), counting the
+    /// hit or miss.
+    ///
+    /// [`Engine::read_live`]: crate::engine::Engine::read_live
+    pub(crate) fn read_with<R>(
+        &self,
+        key: &[u8],
+        now: i64,
+        read: impl FnOnce(i64, &[u8]) -> R,
+    ) -> Result<Option<R>, EngineError> {
+        let value = self.engine.read_live(self.shard(key), key, now, read)?;
+        self.count_read(value.is_some());
+        Ok(value)
+    }
+
     /// Writes one key's value in its own batch.
     pub(crate) fn write_one(
         &self,
@@ -339,6 +354,20 @@ fn append(st: &Storage, key: &Bytes, tail: &Bytes) -> Outcome {
 
 /// INCRBY's arithmetic on a stored string (`None`: no key, which counts as 0), with Redis's
 /// errors; shared by INCR run alone and INCR in a gathered group.
+/// A key's expiry and its integer value plus `by` (or the error INCRBY answers), read in
+/// place.
+pub(crate) fn read_incremented(
+    st: &Storage,
+    key: &[u8],
+    now: i64,
+    by: i64,
+) -> Result<(i64, Result<i64, Reply>), EngineError> {
+    let stored = st.read_with(key, now, |expire_at, payload| {
+        (expire_at, incremented(Some(payload), by))
+    })?;
+    Ok(stored.unwrap_or_else(|| (0, incremented(None, by))))
+}
+
 pub(crate) fn incremented(current: Option<&[u8]>, by: i64) -> Result<i64, Reply> {
     let current = match current {
         Some(payload) => parse_i64(payload).ok_or(NOT_INTEGER)?,
@@ -349,11 +378,9 @@ pub(crate) fn incremented(current: Option<&[u8]>, by: i64) -> Result<i64, Reply>
 
 fn incr_by(st: &Storage, key: &Bytes, by: i64) -> Outcome {
     let _guard = st.locks.lock(key);
-    let old = st.read(key, now_ms())?;
-    let expire_at = old.as_ref().map_or(0, |v| v.expire_at);
-    let next = incremented(old.as_ref().map(|v| &v.payload[..]), by)?;
-    let text = itoa::Buffer::new().format(next).as_bytes().to_vec();
-    st.write_one(key, expire_at, &text)?;
+    let (expire_at, next) = read_incremented(st, key, now_ms(), by)?;
+    let next = next?;
+    st.write_one(key, expire_at, itoa::Buffer::new().format(next).as_bytes())?;
     Ok(Reply::Int(next))
 }
 

@@ -1,7 +1,8 @@
 //! A proxy in front of a storage node that refuses requests (`STALE`: the node's map is
 //! behind the proxy's), against a real etcd and the real `ringkv-proxy`: the proxy sends a
-//! refused request again, the client never sees the refusal, and a request refused every
-//! time ends in `TRYAGAIN` after the proxy's bounded number of tries.
+//! refused request again (a refused multi-shard part per shard), the client never sees the
+//! refusal, and a request refused every time ends in `TRYAGAIN` after the proxy's bounded
+//! number of tries.
 //!
 //! The node is a fake (a thread answering RESP on a real TCP port), registered in etcd with
 //! the helpers a storage node uses: a real node only refuses while a map changes hands,
@@ -16,6 +17,7 @@ use std::thread;
 use std::time::Duration;
 
 use ringkv_common::etcd::{ClusterStore, NodeLease};
+use ringkv_common::placement::shard_of;
 use ringkv_common::ring::Ring;
 use ringkv_common::shardmap::{ClusterConfig, NodeInfo, ShardMap};
 use ringkv_integration::cluster::proxy_bin;
@@ -30,8 +32,9 @@ const PROXY_TRIES: usize = 6;
 const REFUSED_ALWAYS: &str = "refused-always";
 const REFUSED_ONCE: &str = "refused-once";
 
-/// How many times the fake node was asked for each key.
-type Seen = Arc<Mutex<HashMap<String, usize>>>;
+/// The requests the fake node got for each key, in order: `SHARD` or `SHARDS`, and how many
+/// keys the request carried.
+type Seen = Arc<Mutex<HashMap<String, Vec<(&'static str, usize)>>>>;
 
 /// Reads one RESP array of bulk strings (a request as the proxy sends it); `None` at EOF.
 fn read_request(reader: &mut impl BufRead) -> Option<Vec<String>> {
@@ -51,27 +54,42 @@ fn read_request(reader: &mut impl BufRead) -> Option<Vec<String>> {
     Some(args)
 }
 
-/// Serves one proxy connection: `SHARD <shard> <epoch> <command> <key> …` is answered with
-/// the key as a bulk string, or refused with `STALE` for the refused keys.
+/// Serves one proxy connection: `SHARD <shard> <epoch> GET <key>` is answered with the key
+/// as a bulk string, `… MGET <key>…` (in `SHARD` or in `SHARDS <epoch>`) with the keys; a
+/// request with a refused key is refused with `STALE`.
 fn serve(stream: TcpStream, seen: Seen) {
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
     let mut reader = BufReader::new(stream);
     while let Some(args) = read_request(&mut reader) {
-        let reply = match args.get(4) {
-            Some(key) if args[0] == "SHARD" => {
+        let (kind, command) = match args.first().map(String::as_str) {
+            Some("SHARD") => ("SHARD", args.get(3..)),
+            Some("SHARDS") => ("SHARDS", args.get(2..)),
+            _ => ("", None),
+        };
+        let reply = match command {
+            Some([name, keys @ ..]) if !keys.is_empty() => {
                 let mut seen = seen.lock().expect("seen lock");
-                let times = seen.entry(key.clone()).or_default();
-                *times += 1;
-                let refuse = key == REFUSED_ALWAYS || (key == REFUSED_ONCE && *times == 1);
+                let mut refuse = false;
+                for key in keys {
+                    let requests = seen.entry(key.clone()).or_default();
+                    requests.push((kind, keys.len()));
+                    refuse |= key == REFUSED_ALWAYS || (key == REFUSED_ONCE && requests.len() == 1);
+                }
                 if refuse {
                     "-STALE 1\r\n".to_string()
+                } else if name == "MGET" {
+                    let mut out = format!("*{}\r\n", keys.len());
+                    for key in keys {
+                        out.push_str(&format!("${}\r\n{key}\r\n", key.len()));
+                    }
+                    out
                 } else {
-                    format!("${}\r\n{key}\r\n", key.len())
+                    format!("${}\r\n{}\r\n", keys[0].len(), keys[0])
                 }
             }
-            _ => "-ERR the fake node serves only SHARD requests\r\n".to_string(),
+            _ => "-ERR the fake node serves only SHARD and SHARDS requests\r\n".to_string(),
         };
         if writer.write_all(reply.as_bytes()).is_err() {
             return;
@@ -183,12 +201,13 @@ fn setup() -> Setup {
     }
 }
 
-fn times_seen(seen: &Seen, key: &str) -> usize {
+/// The requests the fake node got for `key`, with how many keys each carried.
+fn requests_for(seen: &Seen, key: &str) -> Vec<(&'static str, usize)> {
     seen.lock()
         .expect("seen lock")
         .get(key)
-        .copied()
-        .unwrap_or(0)
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[test]
@@ -209,11 +228,11 @@ fn a_refused_request_is_sent_again_and_the_pipeline_keeps_its_order() {
         assert_eq!(reply, Reply::Bulk(key.as_bytes().to_vec()), "GET {key}");
     }
     assert_eq!(
-        times_seen(&setup.seen, REFUSED_ONCE),
-        2,
+        requests_for(&setup.seen, REFUSED_ONCE),
+        [("SHARD", 1), ("SHARD", 1)],
         "refused once, then sent again"
     );
-    assert_eq!(times_seen(&setup.seen, "after"), 1);
+    assert_eq!(requests_for(&setup.seen, "after"), [("SHARD", 1)]);
 }
 
 #[test]
@@ -227,10 +246,46 @@ fn a_request_refused_every_time_ends_in_tryagain_after_the_proxys_tries() {
         Reply::Error(text) => assert!(text.starts_with(b"TRYAGAIN shard "), "{reply}"),
         other => panic!("expected TRYAGAIN, got {other}"),
     }
-    assert_eq!(times_seen(&setup.seen, REFUSED_ALWAYS), PROXY_TRIES);
+    assert_eq!(requests_for(&setup.seen, REFUSED_ALWAYS).len(), PROXY_TRIES);
     // The connection goes on serving.
     assert_eq!(
         client.command(&["GET", "next"]).expect("GET next"),
         Reply::Bulk(b"next".to_vec())
     );
+}
+
+#[test]
+fn a_refused_multi_shard_part_is_sent_again_per_shard_and_merged_in_key_order() {
+    let setup = setup();
+    // Keys over at least two of the 4 shards, the refused one among them.
+    let mut keys: Vec<String> = vec![REFUSED_ONCE.to_string()];
+    keys.extend((0..8).map(|i| format!("key:{i}")));
+    let shards: std::collections::HashSet<u32> =
+        keys.iter().map(|k| shard_of(k.as_bytes(), 4)).collect();
+    assert!(shards.len() > 1, "the keys span one shard only: {shards:?}");
+    let mut client = RespClient::connect(setup.proxy.addr).expect("connect");
+    let mut mget = vec!["MGET".to_string()];
+    mget.extend(keys.iter().cloned());
+    let reply = client
+        .command(&mget)
+        .unwrap_or_else(|e| panic!("MGET: {e}\n{}", setup.proxy.log()));
+    let expected: Vec<Reply> = keys
+        .iter()
+        .map(|k| Reply::Bulk(k.as_bytes().to_vec()))
+        .collect();
+    assert_eq!(reply, Reply::Array(expected));
+    // One node: the whole MGET went as one SHARDS part, which was refused; then each
+    // shard's keys went on their own, as one SHARD request per shard.
+    for key in &keys {
+        let shard = shard_of(key.as_bytes(), 4);
+        let in_shard = keys
+            .iter()
+            .filter(|k| shard_of(k.as_bytes(), 4) == shard)
+            .count();
+        assert_eq!(
+            requests_for(&setup.seen, key),
+            [("SHARDS", keys.len()), ("SHARD", in_shard)],
+            "{key}"
+        );
+    }
 }

@@ -252,47 +252,91 @@ impl Cluster {
         Ok(())
     }
 
-    /// Sends a single-shard command to its node at once, when that needs no waiting (a map,
-    /// a serving connection with queue room), so that the caller can keep it in flight
-    /// without a future of its own; `None` otherwise, and nothing is sent: run it with
-    /// [`execute`](Self::execute). Requests a caller starts reach a shard's connection in
-    /// the order they are started.
+    /// Sends a command to its node at once, when that needs no waiting (a map, a serving
+    /// connection with queue room), so that the caller can keep it in flight without a future
+    /// of its own: a single-key command, or a multi-key one whose keys all go down one
+    /// connection of one node (in a `SHARD` envelope if they are in one shard, else one
+    /// `SHARDS` part). `None` otherwise, and nothing is sent: run it with
+    /// [`execute`](Self::execute). Requests a caller sends now reach each connection in the
+    /// order they are sent, as `execute` would send them.
     pub fn send_now(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Option<Started> {
-        if spec.route != Route::SingleShard {
-            return None;
-        }
-        let key = spec.key_indexes(args.len()).next()?;
-        let shard = shard_of(&args[key], self.shards);
         let routes = self.shared.routes.load();
         let routes = routes.as_ref()?;
-        let node = routes.primary(shard)?;
-        let pool = node.pool.as_ref()?;
-        let request = envelope(
-            routes.shard_args.get(shard as usize)?,
-            &routes.epoch_arg,
-            args,
-        );
-        let pending = pool.start_on(shard as usize, request)?;
-        Some(Started {
-            shard,
-            epoch: routes.epoch,
-            node: Arc::clone(node),
-            pending,
-        })
+        match spec.route {
+            Route::SingleShard => {
+                let key = spec.key_indexes(args.len()).next()?;
+                let shard = shard_of(&args[key], self.shards);
+                let shard_arg = routes.shard_args.get(shard as usize)?;
+                let request = envelope(shard_arg, &routes.epoch_arg, args);
+                start(routes, shard, request, Sent::Shard)
+            }
+            Route::MultiKey => self.send_keys_now(routes, spec, args),
+            Route::AllShards | Route::Local => None,
+        }
     }
 
-    /// Runs a command its node refused after [`send_now`](Self::send_now) sent it: waits as
-    /// [`execute`](Self::execute) would have, then sends it again.
+    /// [`send_now`](Self::send_now) for a multi-key command, as [`multi_key`](Self::multi_key)
+    /// would send it when it makes one request.
+    fn send_keys_now(
+        &self,
+        routes: &Routes,
+        spec: &'static CommandSpec,
+        args: &[Bytes],
+    ) -> Option<Started> {
+        let first = shard_of(args.get(1)?, self.shards);
+        let node = *routes.primaries.get(first as usize)?;
+        let pool = routes.nodes.get(node)?.pool.as_ref()?;
+        let lane = pool.lane(first as usize);
+        let mut single = true;
+        for i in spec.key_indexes(args.len()) {
+            let shard = shard_of(&args[i], self.shards);
+            if shard != first {
+                single = false;
+                let same_node = routes.primaries.get(shard as usize) == Some(&node);
+                if !same_node || pool.lane(shard as usize) != lane {
+                    return None;
+                }
+            }
+        }
+        if single {
+            let shard_arg = routes.shard_args.get(first as usize)?;
+            let request = envelope(shard_arg, &routes.epoch_arg, args);
+            return start(routes, first, request, Sent::Shard);
+        }
+        // Refused whole (CROSSSLOT) or malformed: `multi_key` answers those.
+        let cross_slot = matches!(spec.cmd, Cmd::Msetnx | Cmd::Rename | Cmd::Renamenx);
+        if cross_slot || (spec.cmd == Cmd::Mset && !(args.len() - 1).is_multiple_of(2)) {
+            return None;
+        }
+        let mut request = Vec::with_capacity(args.len() + 2);
+        request.push(Bytes::from_static(SHARDS));
+        request.push(routes.epoch_arg.clone());
+        request.extend_from_slice(args);
+        start(routes, first, request, Sent::Keys(spec))
+    }
+
+    /// Runs a command its node refused after [`send_now`](Self::send_now) sent it, as
+    /// [`execute`](Self::execute) would have: a single shard's request waits and is sent
+    /// again; a `SHARDS` part is sent again per shard.
     pub async fn retry(&self, refused: Refused, args: &[Bytes]) -> Reply {
         let Refused {
             shard,
             refusal,
             epoch,
+            sent,
         } = refused;
-        if let Err(reply) = self.wait_out(refusal, epoch, shard, 1).await {
-            return reply;
+        match sent {
+            Sent::Shard => {
+                if let Err(reply) = self.wait_out(refusal, epoch, shard, 1).await {
+                    return reply;
+                }
+                self.call_from(1, shard, args).await
+            }
+            Sent::Keys(spec) => {
+                count_retry(refusal);
+                self.per_shard(spec, args).await
+            }
         }
-        self.call_from(1, shard, args).await
     }
 
     /// Waits (bounded) until the map is at least `epoch`, asking the follower to read it.
@@ -501,13 +545,38 @@ fn envelope(shard_arg: &Bytes, epoch_arg: &Bytes, args: &[Bytes]) -> Vec<Bytes> 
     request
 }
 
-/// A single-shard command [`Cluster::send_now`] sent; its reply on the way.
+/// Queues `request` for shard `shard`'s primary (on the shard's connection), if that needs no
+/// waiting.
+fn start(routes: &Routes, shard: u32, request: Vec<Bytes>, sent: Sent) -> Option<Started> {
+    let node = routes.primary(shard)?;
+    let pending = node.pool.as_ref()?.start_on(shard as usize, request)?;
+    Some(Started {
+        shard,
+        epoch: routes.epoch,
+        node: Arc::clone(node),
+        pending,
+        sent,
+    })
+}
+
+/// How a command went out.
+#[derive(Clone, Copy)]
+enum Sent {
+    /// Whole, to one shard (`SHARD`).
+    Shard,
+    /// A multi-key command's keys in one `SHARDS` part.
+    Keys(&'static CommandSpec),
+}
+
+/// A command [`Cluster::send_now`] sent; its reply on the way.
 pub struct Started {
+    /// Its (first key's) shard.
     shard: u32,
     /// The map epoch it was routed by.
     epoch: u64,
     node: Arc<Node>,
     pending: Pending,
+    sent: Sent,
 }
 
 /// What a [`Started`] command came to.
@@ -523,6 +592,7 @@ pub struct Refused {
     shard: u32,
     refusal: Refusal,
     epoch: u64,
+    sent: Sent,
 }
 
 impl Started {
@@ -545,12 +615,14 @@ impl Started {
                 )));
             }
         };
-        Poll::Ready(match refusal_of(&reply) {
-            None => Answer::Reply(reply),
-            Some(refusal) => Answer::Refused(Refused {
+        Poll::Ready(match (refusal_of(&reply), self.sent) {
+            (None, Sent::Shard) => Answer::Reply(reply),
+            (None, Sent::Keys(spec)) => Answer::Reply(merge_whole(spec, reply)),
+            (Some(refusal), sent) => Answer::Refused(Refused {
                 shard: self.shard,
                 refusal,
                 epoch: self.epoch,
+                sent,
             }),
         })
     }
@@ -705,6 +777,18 @@ fn merge_parts(spec: &CommandSpec, args: &[Bytes], parts: &[Part], replies: Vec<
         }
         Cmd::Mset => Reply::Ok,
         _ => sum(replies),
+    }
+}
+
+/// The client's reply to a multi-key command from the reply of one part that carried every
+/// key in order: as [`merge_parts`] would make it.
+fn merge_whole(spec: &CommandSpec, reply: Reply) -> Reply {
+    match (spec.cmd, &reply) {
+        (_, Reply::Error(_)) | (Cmd::Mget, Reply::Array(_)) => reply,
+        (Cmd::Mget, _) => unexpected(&reply),
+        (Cmd::Mset, _) => Reply::Ok,
+        (_, Reply::Int(_)) => reply,
+        _ => unexpected(&reply),
     }
 }
 

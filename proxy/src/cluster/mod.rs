@@ -213,7 +213,7 @@ impl Cluster {
         self.call_from(0, shard, args).await
     }
 
-    /// [`call`](Self::call), `attempts` tries already made.
+    /// [`call`](Self::call), with `attempt` tries already made.
     async fn call_from(&self, mut attempt: u32, shard: u32, args: &[Bytes]) -> Reply {
         loop {
             attempt += 1;

@@ -250,6 +250,7 @@ fn help_lists_every_flag() {
         "--shards",
         "--in-memory",
         "--fsync",
+        "--event-loops",
     ] {
         assert!(
             help.contains(flag),
@@ -315,4 +316,26 @@ fn dir_under_a_regular_file_is_rejected_naming_the_flag() {
     let dir = file.join("data");
     let dir = dir.to_str().expect("temp paths are UTF-8");
     assert_rejected(&["--dir", dir], "--dir");
+}
+
+#[test]
+fn zero_event_loops_is_rejected_naming_the_flag() {
+    assert_rejected(&["--event-loops", "0"], "--event-loops");
+}
+
+#[test]
+fn event_loops_flag_sets_the_servers_loop_threads() {
+    let server = Server::ringkv(&["--event-loops", "3"]);
+    let pid = server.pid().expect("ringkv is running");
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the server's threads");
+    let loops = tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.starts_with("ringkv-loop-"))
+        .count();
+    assert_eq!(loops, 3, "event-loop threads (ringkv-loop-N)");
+    let mut client = server.connect();
+    assert_eq!(
+        client.cmd(&["SET", "k", "v"]),
+        ringkv_integration::Reply::Simple(b"OK".to_vec())
+    );
 }

@@ -56,6 +56,12 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub metrics_addr: Option<std::net::SocketAddr>,
 
+    /// Event-loop threads serving connections (default: one per core). Sharing a small
+    /// machine with other busy processes, fewer can serve more; see the README.
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub event_loops: Option<u16>,
+
     /// Password clients must give with AUTH (or HELLO … AUTH default PASS) before anything else.
     #[arg(long, value_name = "PASSWORD", conflicts_with = "aclfile")]
     pub requirepass: Option<String>,
@@ -173,6 +179,8 @@ pub struct Config {
     pub fsync: Fsync,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Event-loop threads (`None`: one per core).
+    pub event_loops: Option<u16>,
     /// Users and permissions.
     pub acl: Acl,
     /// Client limits.
@@ -222,6 +230,7 @@ impl Config {
             in_memory: cli.in_memory,
             fsync: cli.fsync,
             metrics_addr: cli.metrics_addr,
+            event_loops: cli.event_loops,
         })
     }
 

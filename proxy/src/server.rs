@@ -63,7 +63,14 @@ impl Server {
     /// starts.
     pub async fn bind(config: &Config, backend: Backend) -> Result<Server, ServerError> {
         let addr = SocketAddr::new(config.bind, config.port);
-        Server::bind_addr(addr, |local| Settings::new(config, local), backend).await
+        let loops = match backend {
+            Backend::Local(_) => {
+                let count = config.event_loops.map(usize::from);
+                Some(EventLoops::count_or_per_core(count).map_err(ServerError::EventLoops)?)
+            }
+            Backend::Remote(_) => None,
+        };
+        Server::bind_with(addr, |local| Settings::new(config, local), backend, loops).await
     }
 
     /// Listens on `addr`; `settings` receives the address actually bound (the chosen port

@@ -31,6 +31,7 @@ async fn start() -> TestServer {
         in_memory: false,
         fsync: Fsync::No,
         metrics_addr: None,
+        event_loops: None,
         acl: ringkv_common::acl::Acl::open(),
         limits: ringkv_proxy::config::ClientLimits::default(),
         tls: None,

@@ -198,6 +198,7 @@ impl Drop for QueueSlot {
 }
 
 type ReplySender = oneshot::Sender<Result<BytesFrame, PoolError>>;
+type ReplyReceiver = oneshot::Receiver<Result<BytesFrame, PoolError>>;
 
 /// A request on its way to the writer.
 struct Request {
@@ -413,13 +414,8 @@ impl NodePool {
             return None;
         }
         let permit = Arc::clone(&conn.room).try_acquire_owned().ok()?;
-        let (reply, answer) = oneshot::channel();
-        let request = Request {
-            args,
-            reply,
-            deadline: Instant::now() + self.config.request_timeout,
-            slot: QueueSlot::new(permit, &self.counters),
-        };
+        let deadline = Instant::now() + self.config.request_timeout;
+        let (request, answer) = self.request(args, permit, deadline);
         conn.queue.try_send(request).ok()?;
         Some(Pending {
             answer,
@@ -520,13 +516,7 @@ impl NodePool {
         permit: OwnedSemaphorePermit,
         deadline: Instant,
     ) -> Result<BytesFrame, PoolError> {
-        let (reply, answer) = oneshot::channel();
-        let request = Request {
-            args,
-            reply,
-            deadline,
-            slot: QueueSlot::new(permit, &self.counters),
-        };
+        let (request, answer) = self.request(args, permit, deadline);
         conn.queue.send(request).await.map_err(|_| self.closed())?;
         // A serving connection keeps the deadline itself: its writer answers a request that
         // expired in the queue, its reader fails the connection when the oldest written one
@@ -540,6 +530,23 @@ impl NodePool {
             Ok(answer) => answer.map_err(|_| self.closed())?,
             Err(_) => Err(self.timeout()),
         }
+    }
+
+    /// A request holding its queue slot, and where its reply will arrive.
+    fn request(
+        &self,
+        args: Vec<Bytes>,
+        permit: OwnedSemaphorePermit,
+        deadline: Instant,
+    ) -> (Request, ReplyReceiver) {
+        let (reply, answer) = oneshot::channel();
+        let request = Request {
+            args,
+            reply,
+            deadline,
+            slot: QueueSlot::new(permit, &self.counters),
+        };
+        (request, answer)
     }
 
     fn count(&self, result: Result<BytesFrame, PoolError>) -> Result<BytesFrame, PoolError> {
@@ -563,7 +570,7 @@ impl NodePool {
 
 /// The reply of a request queued by [`NodePool::start_on`].
 pub struct Pending {
-    answer: oneshot::Receiver<Result<BytesFrame, PoolError>>,
+    answer: ReplyReceiver,
     addr: SocketAddr,
 }
 

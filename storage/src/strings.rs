@@ -352,10 +352,8 @@ fn append(st: &Storage, key: &Bytes, tail: &Bytes) -> Outcome {
     Ok(Reply::Int(payload.len() as i64))
 }
 
-/// INCRBY's arithmetic on a stored string (`None`: no key, which counts as 0), with Redis's
-/// errors; shared by INCR run alone and INCR in a gathered group.
 /// A key's expiry and its integer value plus `by` (or the error INCRBY answers), read in
-/// place.
+/// place; shared by INCR run alone and INCR in a gathered group.
 pub(crate) fn read_incremented(
     st: &Storage,
     key: &[u8],
@@ -368,6 +366,8 @@ pub(crate) fn read_incremented(
     Ok(stored.unwrap_or_else(|| (0, incremented(None, by))))
 }
 
+/// INCRBY's arithmetic on a stored string (`None`: no key, which counts as 0), with Redis's
+/// errors.
 pub(crate) fn incremented(current: Option<&[u8]>, by: i64) -> Result<i64, Reply> {
     let current = match current {
         Some(payload) => parse_i64(payload).ok_or(NOT_INTEGER)?,

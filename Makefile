@@ -46,7 +46,7 @@ fmt: ## format the code
 bench: ## compare ringkv with redis-server and twemproxy (N=, ROUNDS= override)
 	scripts/bench.sh
 
-bench-micro: ## Criterion micro-benchmarks of the hot paths (RESP, placement, routing, value header)
+bench-micro: ## Criterion micro-benchmarks of the hot paths (RESP, placement, routing, value header, point reads)
 	scripts/install-deps.sh build
 	# --bench '*': only the [[bench]] targets; the bench profile inherits release's build cache.
 	$(CARGO) bench --workspace --bench '*'

@@ -407,7 +407,7 @@ impl NodePool {
     /// queueing it would mean waiting: the connection is not serving yet, or has no queue
     /// room. Lets a caller keep many requests in flight without a future for each. The
     /// request's deadline is kept by its connection, as for a `call_on` on a serving one;
-    /// pass what the [`Pending`] gives to [`counted`](Self::counted).
+    /// pass what the [`Pending`] gives to [`count`](Self::count).
     pub fn start_on(&self, affinity: usize, args: Vec<Bytes>) -> Option<Pending> {
         let conn = self.pick_from(affinity).ok()?;
         if !conn.state.is_serving() {
@@ -421,11 +421,6 @@ impl NodePool {
             answer,
             addr: self.addr,
         })
-    }
-
-    /// Counts a [`Pending`]'s outcome in the pool's figures (a timeout), and passes it on.
-    pub fn counted(&self, result: Result<BytesFrame, PoolError>) -> Result<BytesFrame, PoolError> {
-        self.count(result)
     }
 
     /// Like [`call`](Self::call), but fails at once with [`PoolError::Busy`] instead of
@@ -549,7 +544,9 @@ impl NodePool {
         (request, answer)
     }
 
-    fn count(&self, result: Result<BytesFrame, PoolError>) -> Result<BytesFrame, PoolError> {
+    /// Counts a request's outcome in the pool's figures (a timeout), and passes it on; the
+    /// pool's own calls do it, a [`Pending`]'s holder does it once the reply is in.
+    pub fn count(&self, result: Result<BytesFrame, PoolError>) -> Result<BytesFrame, PoolError> {
         if matches!(result, Err(PoolError::Timeout { .. })) {
             self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
         }

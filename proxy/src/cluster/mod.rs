@@ -600,7 +600,7 @@ impl Started {
     pub fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<Answer> {
         let result = ready!(Pin::new(&mut self.pending).poll(cx));
         let result = match &self.node.pool {
-            Some(pool) => pool.counted(result),
+            Some(pool) => pool.count(result),
             None => result,
         };
         let reply = match result {

@@ -108,7 +108,7 @@ impl Follower {
                     None => nodes = self.store.watch_nodes(0),
                 },
                 event = maps.next() => match event {
-                    Some(event) => self.map_event(event),
+                    Some(event) => self.map_event(event).await,
                     None => maps = self.store.watch_map(0),
                 },
                 () = self.shared.nudge.notified() => {
@@ -118,7 +118,7 @@ impl Follower {
                             Ok(read) => {
                                 self.etcd_seen(true);
                                 if let Some(stored) = read.current {
-                                    self.take_map(stored.map);
+                                    self.take_map(stored.map).await;
                                 }
                             }
                             Err(_) => self.etcd_seen(false),
@@ -145,7 +145,7 @@ impl Follower {
                         self.registered.insert(node.id.clone(), node);
                     }
                     match map.current {
-                        Some(stored) => self.take_map(stored.map),
+                        Some(stored) => self.take_map(stored.map).await,
                         None => tracing::warn!(
                             "no shard map yet: data commands fail until `ringkv-admin assign`"
                         ),
@@ -159,6 +159,19 @@ impl Follower {
                     pause = (pause * 2).min(MAX_RETRY);
                 }
             }
+        }
+    }
+
+    /// Adds every node record in etcd to the registered nodes (the watch still brings the
+    /// removals); on failure they stay as they are.
+    async fn read_nodes(&mut self) {
+        match self.store.list_nodes().await {
+            Ok(list) => {
+                for node in list.nodes {
+                    self.registered.insert(node.id.clone(), node);
+                }
+            }
+            Err(err) => tracing::warn!(%err, "cannot read the node records for a new map"),
         }
     }
 
@@ -195,11 +208,11 @@ impl Follower {
         self.publish();
     }
 
-    fn map_event(&mut self, event: MapEvent) {
+    async fn map_event(&mut self, event: MapEvent) {
         m::watch_event("map", event.kind());
         self.etcd_seen(!matches!(event, MapEvent::Interrupted { .. }));
         match event {
-            MapEvent::Changed(stored) => self.take_map(stored.map),
+            MapEvent::Changed(stored) => self.take_map(stored.map).await,
             MapEvent::Deleted { revision } => {
                 tracing::warn!(
                     revision,
@@ -216,13 +229,24 @@ impl Follower {
     }
 
     /// Adopts `map` if it is newer than the current one and consistent with the cluster.
-    fn take_map(&mut self, map: ShardMap) {
+    async fn take_map(&mut self, map: ShardMap) {
         if self.map.as_ref().is_some_and(|m| m.epoch >= map.epoch) {
             return;
         }
         if let Err(err) = map.validate(&self.config) {
             tracing::error!(%err, "ignoring an invalid shard map");
             return;
+        }
+        // A map only names nodes that registered before it was written. If one has no record
+        // here, the node watch is behind the map watch (the two reconnect on their own after
+        // etcd comes back), and its shards would have no address until the watch catches up:
+        // read the records once instead.
+        if map
+            .shards
+            .iter()
+            .any(|shard| !self.registered.contains_key(&shard.primary))
+        {
+            self.read_nodes().await;
         }
         tracing::info!(epoch = map.epoch, "routing by a new shard map");
         self.map = Some(map);
@@ -306,4 +330,51 @@ fn node_for(
         pool,
         registered,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use ringkv_common::ring::Ring;
+    use ringkv_integration::etcd::Etcd;
+
+    use super::*;
+
+    /// The map watch can deliver a map before the node watch has delivered a node it names:
+    /// both reconnect on their own after an etcd outage. The node's shards must still route
+    /// to the address it registered, not fail for want of one.
+    #[tokio::test]
+    async fn a_map_naming_a_node_the_watch_has_not_brought_routes_to_its_address() {
+        let etcd = Etcd::start();
+        let store = ClusterStore::connect(&[etcd.url()], "follow")
+            .await
+            .expect("connect to etcd");
+        let config = ClusterConfig::new(4, 1, 0).expect("config");
+        store.init_config(&config).await.expect("init");
+        let node = NodeInfo {
+            id: "n1".to_string(),
+            addr: "127.0.0.1:7001".to_string(),
+            zone: String::new(),
+            weight: 1,
+        };
+        let _lease = store
+            .register_node(&node, Duration::from_secs(60))
+            .await
+            .expect("register n1");
+        let ring = Ring::new([node.ring_node()]).expect("ring");
+        let map = ShardMap::from_ring(1, &ring, &config, None).expect("map");
+        let shared = Arc::new(Shared::new());
+        // No watch runs: the follower has heard of no node when the map arrives.
+        let mut follower = Follower::new(store, config, PoolConfig::default(), Arc::clone(&shared));
+        follower.take_map(map).await;
+
+        let routes = shared.routes.load_full().expect("the map was adopted");
+        let addrs: Vec<(&str, Option<SocketAddr>)> = routes
+            .nodes
+            .iter()
+            .map(|n| (n.id.as_str(), n.addr))
+            .collect();
+        let registered = node.addr.parse().ok();
+        assert_eq!(addrs, vec![("n1", registered)]);
+        assert!(routes.nodes[0].registered, "n1 reads as registered");
+    }
 }

@@ -17,8 +17,8 @@ use crate::pool::NodePool;
 pub struct Node {
     /// The node's id in the map.
     pub id: String,
-    /// Where it listens, from its etcd record; `None` if it never registered while this proxy
-    /// watched (requests for its shards then fail at once).
+    /// Where it listens, from its etcd record; `None` if etcd held no record of it when this
+    /// proxy adopted a map naming it (requests for its shards then fail at once).
     pub addr: Option<SocketAddr>,
     /// Its connections; `None` exactly when `addr` is.
     pub pool: Option<Arc<NodePool>>,

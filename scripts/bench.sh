@@ -18,6 +18,7 @@
 #     ringkv     ringkv standalone, on disk, --fsync everysec
 #     cluster    ringkv-proxy -> 1 ringkv-storage node (everysec), map in a real etcd
 #     cluster-1loop  the same with --event-loops 1 on the proxy and the node
+#     ringkv-1loop   ringkv standalone with --event-loops 1 (not in the default set)
 #   RATIOS="ringkv/twemproxy cluster/twemproxy cluster-1loop/twemproxy ringkv/redis"
 #              requests/s ratios printed
 #   BEFORE_BIN_DIR=DIR  binaries of another build (say, before a change): adds the targets
@@ -52,11 +53,15 @@ BEFORE_BIN_DIR=${BEFORE_BIN_DIR:-}
 log() { echo "bench: $*" >&2; }
 die() { log "$*"; exit 1; }
 
+# The built binaries are needed unless RINGKV_CMD stands in for every target that uses them.
+needs_build() {
+  [[ " ${TARGETS[*]} " == *" cluster"* || " ${TARGETS[*]} " == *" ringkv-1loop "* ]] ||
+    { [[ -z ${RINGKV_CMD:-} ]] && [[ " ${TARGETS[*]} " == *" ringkv "* ]]; }
+}
 deps=(bench)
-[[ -n ${RINGKV_CMD:-} && " ${TARGETS[*]} " != *" cluster"* ]] || deps+=(build)
+needs_build && deps+=(build)
 scripts/install-deps.sh "${deps[@]}"
-if [[ " ${TARGETS[*]} " == *" cluster"* ]] ||
-  { [[ -z ${RINGKV_CMD:-} ]] && [[ " ${TARGETS[*]} " == *" ringkv "* ]]; }; then
+if needs_build; then
   # Same command as `make build`: other flags would unify features differently
   # and rebuild RocksDB.
   cargo build --release --workspace --bins

@@ -59,15 +59,18 @@ start_redis_server() { # PORT DIR
 
 start_redis() { start_redis_server "$@"; }
 
-start_ringkv() { # PORT DIR [BIN_DIR]
+start_ringkv() { # PORT DIR [BIN_DIR [FLAGS...]]
   if [[ -n ${RINGKV_CMD:-} && -z ${3:-} ]]; then
     spawn "$2/ringkv.log" env PORT="$1" DIR="$2" bash -c "exec $RINGKV_CMD"
   else
     spawn "$2/ringkv.log" "${3:-$BIN_DIR}/ringkv" --bind 127.0.0.1 --port "$1" --dir "$2" \
-      --fsync everysec
+      --fsync everysec "${@:4}"
   fi
   wait_ready "$1" "$2/ringkv.log"
 }
+
+# Standalone with one event loop: what the cluster-1loop target is for the cluster.
+start_ringkv-1loop() { start_ringkv "$1" "$2" "$BIN_DIR" --event-loops 1; }
 
 start_twemproxy() { # PORT DIR: nutcracker in front of its own redis-server
   local backend

@@ -111,19 +111,24 @@ impl Drop for Served {
 }
 
 impl EventLoops {
-    /// Starts `threads` loops (at least one).
+    /// Starts `threads` loops (at least one), and returns once every loop thread runs: a
+    /// server that answers after this has all its loops up, named as `top -H` shows them.
     pub fn start(threads: usize) -> io::Result<EventLoops> {
         let count = threads.max(1);
         let first_id = NEXT_LOOP_ID.fetch_add(count, Ordering::Relaxed);
         let mut loops = Vec::with_capacity(count);
+        let (started, starts) = std::sync::mpsc::channel::<()>();
         for i in 0..count {
             let runtime = Builder::new_current_thread().enable_all().build()?;
             let handle = runtime.handle().clone();
             let (stop, stopped) = oneshot::channel::<()>();
+            let started = started.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("ringkv-loop-{i}"))
                 .spawn(move || {
                     CURRENT_LOOP.with(|current| current.set(Some(first_id + i)));
+                    // The thread has its name by now (std sets it before running this).
+                    let _ = started.send(());
                     runtime.block_on(async {
                         let _ = stopped.await;
                     });
@@ -136,7 +141,15 @@ impl EventLoops {
                 thread: Some(thread),
             });
         }
-        Ok(EventLoops { loops, first_id })
+        drop(started);
+        // Built first, so that its drop stops the loops if one is missing.
+        let loops = EventLoops { loops, first_id };
+        for _ in 0..count {
+            starts
+                .recv()
+                .map_err(|_| io::Error::other("an event-loop thread ended as it started"))?;
+        }
+        Ok(loops)
     }
 
     /// The loops, to spawn long-lived tasks on them (the proxy's node connections).

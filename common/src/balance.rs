@@ -27,7 +27,9 @@
 //! replica that the ring prefers, if that node is below its band (promoting a copy that
 //! exists moves no data); otherwise the first node in its ring preference below its band, then
 //! below its ceiling, then any. A node below its band takes, from the most loaded donors, the
-//! shards whose preference ranks it highest. Replicas keep distinct zones where there are at
+//! shards whose preference ranks it highest, preferring shards and donors outside its own
+//! zone: taking a shard a zone mate also holds pushes the mate's copy out (zones stay
+//! distinct), and a mate pushed below its band would take a copy from another old node. Replicas keep distinct zones where there are at
 //! least R zones, falling back to shared zones when there are fewer, as [`Ring::replicas`]
 //! does.
 //!
@@ -294,6 +296,15 @@ impl<'a> Planner<'a> {
             || self.distinct_zones(set.iter().copied()) >= self.ring.placed_zones()
     }
 
+    /// Would `into` taking shard `s`'s primary from `out` push out another holder of the
+    /// shard (`holders`) that shares `into`'s zone? That holder loses its copy too, and if it
+    /// falls below its band it takes a copy from another old node.
+    fn evicts_zone_mate(&self, holders: &[usize], out: usize, into: usize) -> bool {
+        holders
+            .iter()
+            .any(|&m| m != out && m != into && self.zone(m) == self.zone(into))
+    }
+
     /// Is `set` with `out` replaced by `into` still zone-valid?
     fn can_replace(&self, set: &[usize], out: usize, into: usize) -> bool {
         let replaced = set.iter().map(|&m| if m == out { into } else { m });
@@ -385,6 +396,7 @@ impl<'a> Planner<'a> {
                     let v = primary[s];
                     (
                         Reverse(Self::tier(count[v], &band[v])),
+                        self.evicts_zone_mate(&previous[s], v, u),
                         self.rank(s, u),
                         Reverse(count[v] - band[v].lo),
                         s,
@@ -482,7 +494,7 @@ impl<'a> Planner<'a> {
             .filter(|&i| !stuck[i] && count[i] < band[i].lo)
             .max_by_key(|&i| (band[i].lo - count[i], Reverse(i)))
         {
-            type Key = (Reverse<u8>, u32, Reverse<usize>, usize, usize);
+            type Key = (Reverse<u8>, bool, u32, Reverse<usize>, usize, usize);
             let mut best: Option<(Key, usize, usize)> = None;
             for (s, set) in members.iter().enumerate() {
                 if set.contains(&u) {
@@ -494,6 +506,7 @@ impl<'a> Planner<'a> {
                     }
                     let key = (
                         Reverse(Self::tier(count[v], &band[v])),
+                        self.zone(v) == self.zone(u),
                         self.rank(s, u),
                         Reverse(count[v] - band[v].lo),
                         s,
@@ -710,6 +723,28 @@ mod tests {
             assert!(!new.contains(&"n5".to_string()));
             if !old.contains(&"n5".to_string()) {
                 assert_eq!(old, new);
+            }
+        }
+    }
+
+    /// Found by `zones_are_respected_and_balanced`: the newcomer took primaries in shards a
+    /// zone mate held, which pushed the mate's copies out, and the mate, below its band, then
+    /// took a copy of shard 65 from node-1. Every change must go to the newcomer.
+    #[test]
+    fn a_join_moves_nothing_between_old_nodes_of_its_zone() {
+        let ids: Vec<String> = (0..8).map(|i| format!("node-{i}")).collect();
+        let before = assign(&ring_of(&ids, 4, &[]), 256, 3, None).expect("assignment");
+        let mut grown = ids.clone();
+        grown.push("xyc8".to_string());
+        let ring = ring_of(&grown, 4, &[]);
+        let after = assign(&ring, 256, 3, Some(&before)).expect("assignment");
+        check_valid(&after, &ring, 3);
+        for (s, (old, new)) in before.iter().zip(&after).enumerate() {
+            for member in new {
+                assert!(
+                    old.contains(member) || member == "xyc8",
+                    "shard {s}: {old:?} -> {new:?}"
+                );
             }
         }
     }

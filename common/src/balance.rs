@@ -29,9 +29,9 @@
 //! below its ceiling, then any. A node below its band takes, from the most loaded donors, the
 //! shards whose preference ranks it highest, preferring shards and donors outside its own
 //! zone: taking a shard a zone mate also holds pushes the mate's copy out (zones stay
-//! distinct), and a mate pushed below its band would take a copy from another old node. Replicas keep distinct zones where there are at
-//! least R zones, falling back to shared zones when there are fewer, as [`Ring::replicas`]
-//! does.
+//! distinct), and a mate pushed below its band would take a copy from another old node.
+//! Replicas keep distinct zones where there are at least R zones, falling back to shared
+//! zones when there are fewer, as [`Ring::replicas`] does.
 //!
 //! The procedure, for primaries and then for the whole replica sets: keep what is still
 //! valid; fill vacancies in shard order; raise every node below `lo` by taking shards from
@@ -296,9 +296,9 @@ impl<'a> Planner<'a> {
             || self.distinct_zones(set.iter().copied()) >= self.ring.placed_zones()
     }
 
-    /// Would `into` taking shard `s`'s primary from `out` push out another holder of the
-    /// shard (`holders`) that shares `into`'s zone? That holder loses its copy too, and if it
-    /// falls below its band it takes a copy from another old node.
+    /// Would `into` taking a shard's primary from `out` push out another of the shard's
+    /// `holders`, one in `into`'s zone? Where zones must stay distinct, that holder loses its
+    /// copy too, and if it falls below its band it takes a copy from another old node.
     fn evicts_zone_mate(&self, holders: &[usize], out: usize, into: usize) -> bool {
         holders
             .iter()

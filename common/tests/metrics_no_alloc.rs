@@ -1,40 +1,16 @@
 //! Recording a command's metrics on the hot path allocates nothing.
 //!
-//! A global allocator counts the allocations of the thread that records. Its own file, so no
-//! other test runs in this process meanwhile.
+//! A global allocator (`support/counting_allocator.rs`) counts the allocations of the thread
+//! that records. Its own file, so no other test runs in this process meanwhile.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::Duration;
 
 use ringkv_common::command;
 use ringkv_common::metrics::{CommandTable, Layer, Recorder};
 
-/// The system allocator, counting the calls made by each thread.
-struct Counting;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        System.alloc(layout)
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.with(|n| n.set(n.get() + 1));
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
+#[path = "support/counting_allocator.rs"]
+mod counting_allocator;
+use counting_allocator::allocations;
 
 static CLIENT: CommandTable = CommandTable::new(Layer::Client);
 static STORAGE: CommandTable = CommandTable::new(Layer::Storage);
@@ -52,7 +28,7 @@ fn recording_commands_allocates_nothing() {
     });
 
     let samples = 100_000u64;
-    let before = ALLOCATIONS.with(Cell::get);
+    let before = allocations();
     for i in 0..samples {
         // Durations across every bucket, both outcomes, two commands.
         let took = Duration::from_nanos(i.wrapping_mul(7919) % 20_000_000_000);
@@ -60,7 +36,7 @@ fn recording_commands_allocates_nothing() {
         CLIENT.record(spec, i % 7 == 0, took);
         STORAGE.record(spec, false, took);
     }
-    let allocations = ALLOCATIONS.with(Cell::get) - before;
+    let allocations = allocations() - before;
     assert_eq!(
         allocations, 0,
         "recording {samples} commands allocated {allocations} times"

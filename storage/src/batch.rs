@@ -11,6 +11,8 @@
 //! the family id as a varint unless it is the default family, and length-prefixed key and
 //! value. The tests check it byte for byte against `WriteBatch::put_cf`.
 
+use std::cell::Cell;
+
 use rocksdb::WriteBatch;
 
 /// Header: sequence number (8 bytes) then record count (4 bytes, little-endian).
@@ -36,9 +38,20 @@ pub struct Batch {
     count: u32,
 }
 
+/// A buffer grown past this by one large batch is freed rather than kept for the thread.
+const KEEP_AT_MOST: usize = 1 << 20;
+
+thread_local! {
+    /// This thread's last written batch buffer, emptied, for its next batch: RocksDB copies
+    /// a batch as it takes it, so the buffer is free again once the batch is handed over,
+    /// and a write costs no allocation on this side.
+    static SPARE: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
 impl Default for Batch {
     fn default() -> Self {
-        let mut rep = Vec::with_capacity(256);
+        let mut rep = SPARE.take();
+        rep.reserve(256);
         rep.resize(HEADER, 0);
         Batch { rep, count: 0 }
     }
@@ -72,7 +85,12 @@ impl Batch {
     /// The batch as RocksDB takes it (one copy of the encoded records).
     pub fn into_write_batch(mut self) -> WriteBatch {
         self.rep[COUNT_AT..HEADER].copy_from_slice(&self.count.to_le_bytes());
-        WriteBatch::from_data(&self.rep)
+        let batch = WriteBatch::from_data(&self.rep);
+        if self.rep.capacity() <= KEEP_AT_MOST {
+            self.rep.clear();
+            SPARE.set(self.rep);
+        }
+        batch
     }
 
     fn tag(&mut self, family: u32, in_default: u8, in_family: u8) {

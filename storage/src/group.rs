@@ -134,8 +134,10 @@ impl Storage {
             replies.extend(group.ops.iter().map(|_| Reply::Ok));
             return Ok(());
         }
-        // What the group has written so far: key → (expiry, value).
-        let mut written: AHashMap<&[u8], (i64, Pending)> = AHashMap::new();
+        // What the group has written so far: key → (expiry, value). Sized once for the
+        // group (growing it step by step was four allocations for 16 INCRs).
+        let mut written: AHashMap<&[u8], (i64, Pending)> =
+            AHashMap::with_capacity(group.args.len());
         let now = now_ms();
         for op in &group.ops {
             let args = &group.args[op.args.clone()];

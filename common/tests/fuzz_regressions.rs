@@ -2,6 +2,8 @@
 //! toolchain: the check code is the fuzz crate's own (`fuzz/src/resp.rs`, included by path),
 //! and every file under `fuzz/regressions/resp_request/` is replayed.
 
+#[path = "support/checkout.rs"]
+mod checkout;
 #[path = "../../fuzz/src/resp.rs"]
 mod resp;
 
@@ -10,13 +12,7 @@ use std::path::PathBuf;
 use bytes::BytesMut;
 use ringkv_common::resp::request::{Parsed, RequestParser};
 
-/// `common/` in the checkout the tests run from. Cargo sets `CARGO_MANIFEST_DIR` for the test
-/// process too; the compile-time value names the checkout that built the binary, another one
-/// when clones share a target directory (as `.ci/run`'s does) and cargo finds it up to date.
-fn manifest_dir() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
-}
+use checkout::manifest_dir;
 
 fn regressions(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
     let dir = manifest_dir().join("../fuzz/regressions").join(target);

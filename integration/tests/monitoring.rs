@@ -21,6 +21,9 @@
 //! query with its number of series). Needs Debian's `prometheus` (`scripts/install-deps.sh
 //! test`) or `$PROMETHEUS_BIN`.
 
+#[path = "../../common/tests/support/checkout.rs"]
+mod checkout;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs;
@@ -188,12 +191,9 @@ const QUERY_DEADLINE: Duration = Duration::from_secs(90);
 // Dashboards
 // ---------------------------------------------------------------------------------------------
 
-/// The checkout the tests run from. Cargo sets `CARGO_MANIFEST_DIR` for the test process too;
-/// the compile-time value names the checkout that built the binary, another one when clones
-/// share a target directory (as `.ci/run`'s does) and cargo finds the binary up to date.
+/// The checkout the tests run from.
 fn repo_root() -> PathBuf {
-    std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+    checkout::manifest_dir()
         .parent()
         .expect("integration/ is inside the repository")
         .to_path_buf()

@@ -33,6 +33,8 @@ test: ## install deps, check format, clippy, build, run every test
 	# --all-targets: the binaries the integration tests start, built with the same features
 	# as the tests themselves (a --bins build resolves features differently and recompiles).
 	$(CARGO) build --release --workspace --all-targets
+	# Executables earlier builds left in the (shared) target directory: see the script.
+	scripts/prune-target.sh
 	$(CARGO) test --release --workspace
 
 lint: ## check format and run clippy (warnings are errors)

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Keeps a shared cargo target directory from filling the disk.
 #
-# Every test and server executable statically links RocksDB (~100-500 MB each), and cargo
-# never deletes the ones an earlier build left behind: a change of dependencies or features,
-# or a checkout at another path, gives every executable a new hash and keeps the old ones.
-# One CI clone after another sharing $CARGO_TARGET_DIR grew it to 50 GB and a test run
-# ended in "No space left on device". This deletes, per executable name, all but the
-# newest $KEEP (4: a crate's binary and its unit tests share a name, so two builds of
-# each). Libraries and build-script output are left alone: deleting one could make cargo
-# rebuild RocksDB (~15 min); an executable it deletes is only relinked.
+# The servers and the tests that link the engine carry RocksDB statically (40-65 MB each),
+# and cargo never deletes an executable an earlier build left behind: a change of
+# dependencies, features or profile gives every executable a new hash and keeps the old
+# ones. Two days of such builds sharing $CARGO_TARGET_DIR (CI's clean clones get the same
+# hashes and share it too) grew it to 52 GB, and a CI run ended in "No space left on
+# device". This deletes, per executable name, all but the newest $KEEP (4: a crate's binary
+# and its unit tests share a name, so two builds of each). Libraries and build-script
+# output are left alone: deleting one could make cargo rebuild RocksDB (~15 min); an
+# executable it deletes is only relinked.
 #
 # Usage: scripts/prune-target.sh [target-dir]   (default: $CARGO_TARGET_DIR, else ./target)
 set -euo pipefail

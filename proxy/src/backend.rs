@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ringkv_common::command::CommandSpec;
 use ringkv_common::resp::Reply;
-use ringkv_storage::{Storage, StorageStats, WriteGroup};
+use ringkv_storage::{Storage, StorageError, StorageStats, WriteGroup};
 
 use crate::cluster::{Cluster, Refused, Started};
 
@@ -151,16 +151,15 @@ impl Backend {
     /// other connections that are ready on its thread run their batches, and the first of
     /// them to come back writes the log for all; the others find their writes already
     /// covered and make no syscall. Redis does the same, writing its AOF once per event-loop
-    /// turn before any reply.
-    pub async fn end_batch(&self) {
+    /// turn before any reply. An error means the batch's writes are in memory only (a full
+    /// disk, say): its replies must not go out.
+    pub async fn end_batch(&self) -> Result<(), StorageError> {
         let Backend::Local(storage) = self else {
-            return;
+            return Ok(());
         };
         let mark = storage.write_mark();
         tokio::task::yield_now().await;
-        if let Err(err) = storage.end_batch(mark) {
-            tracing::error!(%err, "writing the WAL failed");
-        }
+        storage.end_batch(mark)
     }
 
     /// CONFIG RESETSTAT: zeroes the engine's hit, miss and expiry counters.

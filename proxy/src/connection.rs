@@ -454,9 +454,10 @@ impl Connection {
         for (spec, reply) in specs.drain(..).zip(replies.drain(..)) {
             COMMAND_METRICS.record(spec, reply.is_error(), took);
             self.counts.errors += u64::from(reply.is_error());
+            // An error acknowledges nothing (see `Outcome::wrote`).
+            self.wrote |= !reply.is_error();
             reply.encode(self.session.protocol, &mut self.output);
         }
-        self.wrote = true;
     }
 
     /// Encodes a reply in the session's protocol (after the command ran: HELLO 3's own reply
@@ -468,10 +469,19 @@ impl Connection {
 
     /// Writes the buffered replies and adds the batch's figures to the server's counters.
     /// Replies to writes leave only once the engine has made those writes survive a killed
-    /// process.
+    /// process; when it could not, none of the batch's replies leave and the connection
+    /// closes, so the client sees what a crash would show it, not an acknowledgement.
     async fn flush(&mut self, ctx: &ServerContext) -> io::Result<()> {
         if std::mem::take(&mut self.wrote) {
-            ctx.backend.end_batch().await;
+            if let Err(err) = ctx.backend.end_batch().await {
+                tracing::error!(
+                    peer = %self.session.peer,
+                    %err,
+                    "writing the WAL failed: closing the connection without its replies"
+                );
+                self.output.clear();
+                return Err(io::Error::other(format!("writing the WAL failed: {err}")));
+            }
         }
         let counts = std::mem::take(&mut self.counts);
         let written = self.output.len();

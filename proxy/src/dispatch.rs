@@ -25,8 +25,10 @@ pub struct Outcome {
     pub reply: Reply,
     /// Whether the command was found and run.
     pub ran: bool,
-    /// Whether it may have written to the engine (its batch must then end with
-    /// `Backend::end_batch` before replies are sent).
+    /// Whether it may have written to the engine and answered as if it did (its batch must
+    /// then end with `Backend::end_batch` before replies are sent). An error acknowledges
+    /// nothing, so it has nothing to make durable: after a full disk, writes that fail keep
+    /// getting their error instead of finding the log still broken.
     pub wrote: bool,
 }
 
@@ -70,7 +72,7 @@ pub async fn dispatch(session: &mut Session, ctx: &ServerContext, args: &[Bytes]
         }
     };
     COMMAND_METRICS.record(spec, reply.is_error(), started.elapsed());
-    let wrote = spec.route != Route::Local && spec.has(command::flag::WRITE);
+    let wrote = spec.route != Route::Local && spec.has(command::flag::WRITE) && !reply.is_error();
     Outcome {
         reply,
         ran: true,

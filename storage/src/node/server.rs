@@ -96,18 +96,20 @@ impl Gathering {
         true
     }
 
-    /// Runs the gathered requests, if any, and encodes their replies; returns whether
-    /// anything was run.
+    /// Runs the gathered requests, if any, and encodes their replies; returns whether any
+    /// was answered as written (an error acknowledges nothing: see [`end_batch`]).
     fn run(&mut self, ctx: &NodeContext, output: &mut BytesMut) -> bool {
         if self.group.is_empty() {
             return false;
         }
         ctx.storage
             .execute_group(&mut self.group, &mut self.replies);
+        let mut wrote = false;
         for reply in self.replies.drain(..) {
+            wrote |= !reply.is_error();
             reply.encode(Protocol::Resp2, output);
         }
-        true
+        wrote
     }
 }
 
@@ -195,7 +197,7 @@ async fn run(
                         break;
                     }
                     if output.len() >= FLUSH_AT {
-                        end_batch(ctx, std::mem::take(&mut wrote)).await;
+                        end_batch(ctx, std::mem::take(&mut wrote)).await?;
                         stream.write_all(&output).await?;
                         output.clear();
                     }
@@ -211,7 +213,7 @@ async fn run(
             }
         }
         wrote |= gathering.run(ctx, &mut output);
-        end_batch(ctx, wrote).await;
+        end_batch(ctx, wrote).await?;
         if !output.is_empty() {
             stream.write_all(&output).await?;
             output.clear();
@@ -242,9 +244,13 @@ fn present_secret(ctx: &NodeContext, args: &[Bytes]) -> Reply {
 }
 
 /// Makes a batch's writes survive a crash (per the fsync policy) before its replies leave.
-async fn end_batch(ctx: &NodeContext, wrote: bool) {
+/// When it cannot (a full disk, say), the batch's writes are in memory only: the error
+/// closes the connection with none of its replies sent, and the proxy answers the requests
+/// on it with an error, not an acknowledgement. A batch whose writes all failed has nothing
+/// to make durable (`wrote` is false) and gets its errors.
+async fn end_batch(ctx: &NodeContext, wrote: bool) -> io::Result<()> {
     if !wrote {
-        return;
+        return Ok(());
     }
     // Group commit, as the standalone server does (`Backend::end_batch`): the other
     // connections ready now run their batches first, and one log write covers them all.
@@ -252,18 +258,18 @@ async fn end_batch(ctx: &NodeContext, wrote: bool) {
     tokio::task::yield_now().await;
     let result = if ctx.storage.end_batch_blocks() {
         let storage = Arc::clone(&ctx.storage);
-        tokio::task::spawn_blocking(move || storage.end_batch(mark))
-            .await
-            .unwrap_or_else(|err| {
-                tracing::error!(%err, "syncing the WAL failed");
-                Ok(())
-            })
+        match tokio::task::spawn_blocking(move || storage.end_batch(mark)).await {
+            Ok(result) => result.map_err(|err| err.to_string()),
+            // The sync did not finish (the runtime is shutting down): not made durable.
+            Err(err) => Err(err.to_string()),
+        }
     } else {
-        ctx.storage.end_batch(mark)
+        ctx.storage.end_batch(mark).map_err(|err| err.to_string())
     };
-    if let Err(err) = result {
-        tracing::error!(%err, "writing the WAL failed");
-    }
+    result.map_err(|err| {
+        tracing::error!(%err, "writing the WAL failed: closing the connection without its replies");
+        io::Error::other(format!("writing the WAL failed: {err}"))
+    })
 }
 
 /// The reply to one request, whether it may have written, and whether to close after it.
@@ -411,7 +417,8 @@ fn refused(ctx: &NodeContext, refusal: Refusal) -> Reply {
 }
 
 /// Runs an admitted data command in `scope`, on a blocking thread if it may wait for a
-/// disk sync; returns its reply and whether it may have written.
+/// disk sync; returns its reply and whether it may have written and answered as if it did
+/// (an error acknowledges nothing: see [`end_batch`]).
 async fn run_scoped(
     ctx: &NodeContext,
     scope: Scope,
@@ -419,9 +426,11 @@ async fn run_scoped(
     inner: &[Bytes],
 ) -> (Reply, bool) {
     ctx.commands.fetch_add(1, Ordering::Relaxed);
-    let wrote = spec.has(flag::WRITE);
+    let wrote = |reply: &Reply| spec.has(flag::WRITE) && !reply.is_error();
     if !ctx.storage.may_block(spec) {
-        return (ctx.storage.execute_in(scope, spec, inner), wrote);
+        let reply = ctx.storage.execute_in(scope, spec, inner);
+        let wrote = wrote(&reply);
+        return (reply, wrote);
     }
     let storage = Arc::clone(&ctx.storage);
     let owned = inner.to_vec();
@@ -431,6 +440,7 @@ async fn run_scoped(
             tracing::error!(command = spec.name, %err, "storage engine failed");
             Reply::error("ERR internal error in the storage engine")
         });
+    let wrote = wrote(&reply);
     (reply, wrote)
 }
 

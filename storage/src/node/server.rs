@@ -260,7 +260,7 @@ async fn end_batch(ctx: &NodeContext, wrote: bool) -> io::Result<()> {
         let storage = Arc::clone(&ctx.storage);
         match tokio::task::spawn_blocking(move || storage.end_batch(mark)).await {
             Ok(result) => result.map_err(|err| err.to_string()),
-            // The sync did not finish (the runtime is shutting down): not made durable.
+            // The sync did not finish (it panicked, or the runtime is shutting down).
             Err(err) => Err(err.to_string()),
         }
     } else {

@@ -35,6 +35,34 @@ impl StopFlag {
     }
 }
 
+/// A task the thread repeats, and whether it is failing: its error is logged when it starts
+/// to fail and a line when it works again, not on every try (a full disk fails the WAL sync
+/// every second for as long as it lasts).
+struct Repeated {
+    task: &'static str,
+    failing: bool,
+}
+
+impl Repeated {
+    fn new(task: &'static str) -> Repeated {
+        Repeated {
+            task,
+            failing: false,
+        }
+    }
+
+    fn report<T>(&mut self, outcome: &Result<T, EngineError>) {
+        match (outcome, self.failing) {
+            (Err(e), false) => {
+                tracing::error!(task = self.task, error = %e, "failed; repeats of this error are not logged")
+            }
+            (Ok(_), true) => tracing::info!(task = self.task, "works again"),
+            _ => {}
+        }
+        self.failing = outcome.is_err();
+    }
+}
+
 /// Starts the background thread; it holds only a weak reference and ends with the store.
 pub(crate) fn start(storage: &Arc<Storage>) {
     let weak: Weak<Storage> = Arc::downgrade(storage);
@@ -42,20 +70,18 @@ pub(crate) fn start(storage: &Arc<Storage>) {
         .name("ringkv-expiry".into())
         .spawn(move || {
             let mut last_sync = Instant::now();
+            let mut sweeping = Repeated::new("expiry sweep");
+            let mut syncing = Repeated::new("WAL sync");
             loop {
                 std::thread::sleep(PERIOD);
                 let Some(st) = weak.upgrade() else { return };
                 if st.stop.stopped() {
                     return;
                 }
-                if let Err(e) = sweep(&st) {
-                    tracing::warn!(error = %e, "expiry sweep failed");
-                }
+                sweeping.report(&sweep(&st));
                 if st.fsync == Fsync::Everysec && last_sync.elapsed() >= Duration::from_secs(1) {
                     last_sync = Instant::now();
-                    if let Err(e) = st.engine.sync_wal() {
-                        tracing::error!(error = %e, "WAL sync failed");
-                    }
+                    syncing.report(&st.engine.sync_wal());
                 }
             }
         });

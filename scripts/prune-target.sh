@@ -23,22 +23,20 @@ warn_below_mib=${WARN_BELOW_MIB:-4096}
 freed=0
 for deps in "$target"/release/deps "$target"/debug/deps; do
   [ -d "$deps" ] || continue
-  # "<mtime> <path>" of each executable cargo built, newest first; the name is the file
-  # name without its "-<16 hex digits>" hash.
-  while read -r _ path; do
+  declare -A seen=()
+  # "<mtime> <size> <path>" of each executable cargo built, newest first; the name is the
+  # file name without its "-<16 hex digits>" hash.
+  while read -r _ size path; do
     file=${path##*/}
     name=${file%-*}
-    count_var="seen_${name//[^A-Za-z0-9_]/_}"
-    seen=${!count_var:-0}
-    seen=$((seen + 1))
-    printf -v "$count_var" '%s' "$seen"
-    if [ "$seen" -gt "$keep" ]; then
-      size=$(stat -c %s "$path")
+    seen[$name]=$((${seen[$name]:-0} + 1))
+    if [ "${seen[$name]}" -gt "$keep" ]; then
       freed=$((freed + size))
       rm -f -- "$path" "$path.d" "$path.dwp"
     fi
   done < <(find "$deps" -maxdepth 1 -type f -perm -u+x -regextype posix-extended \
-    -regex '.*/[A-Za-z0-9_]+-[0-9a-f]{16}' -printf '%T@ %p\n' | sort -rn)
+    -regex '.*/[A-Za-z0-9_]+-[0-9a-f]{16}' -printf '%T@ %s %p\n' | sort -rn)
+  unset seen
 done
 if [ "$freed" -gt 0 ]; then
   echo "prune-target: deleted $((freed / 1048576)) MiB of stale executables under $target"

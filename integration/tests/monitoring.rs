@@ -142,6 +142,7 @@ const CONTRACT: &[Metric] = &[
     metric("ringkv_rocksdb_running_compactions", Gauge, &[], Storage, Always),
     metric("ringkv_rocksdb_write_stopped", Gauge, &[], Storage, Always),
     metric("ringkv_rocksdb_write_delayed", Gauge, &[], Storage, Always),
+    metric("ringkv_counter_cache_entries", Gauge, &[], Storage, Always),
     // The load sets keys with a 100 ms TTL and waits for one to be swept.
     metric("ringkv_expired_keys_total", Counter, &[], Storage, Always),
     metric("ringkv_keyspace_hits_total", Counter, &[], Storage, Always),

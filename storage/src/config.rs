@@ -61,6 +61,8 @@ pub struct StorageConfig {
     pub block_cache_bytes: usize,
     /// Bound on all memtables together, whatever the number of shards.
     pub write_buffer_bytes: usize,
+    /// Bound on the integers kept for INCR and its family (`counters.rs`); 0 keeps none.
+    pub counter_cache_bytes: usize,
     /// Which shards to open.
     pub hosting: Hosting,
     /// With `--fsync always`, sync the log once per batch of requests
@@ -80,6 +82,7 @@ impl StorageConfig {
             fsync,
             block_cache_bytes: 256 << 20,
             write_buffer_bytes: 256 << 20,
+            counter_cache_bytes: 64 << 20,
             hosting: Hosting::All,
             sync_per_batch: false,
         }

@@ -17,6 +17,7 @@ use smallvec::SmallVec;
 
 use crate::batch::{self, Batch};
 use crate::config::{Fsync, Hosting, StorageConfig, StorageError};
+use crate::counters::{Counter, Counters};
 use crate::families::{self, Handle};
 use crate::layout::{self, DATA, EXPIRY};
 use crate::value::{self, Header, Value, HEADER_LEN};
@@ -97,6 +98,8 @@ pub struct Engine {
     /// The options of every point read, made once: the crate's `get_pinned_cf` makes and
     /// frees a C++ `ReadOptions` per call (~1% of a storage node's CPU at GET -P 1).
     point_reads: PointReads,
+    /// Integers the increments wrote, so the next increment skips the read.
+    counters: Counters,
 }
 
 /// Default read options shared by every thread's point reads.
@@ -111,6 +114,8 @@ unsafe impl Sync for PointReads {}
 pub struct Writes {
     records: Batch,
     expiring: SmallVec<[(u32, i64); 2]>,
+    /// The hashes of the keys written, whose counter-cache entries go before the write.
+    written: SmallVec<[u64; 16]>,
 }
 
 impl Writes {
@@ -307,6 +312,7 @@ impl Engine {
                 .map(|_| AtomicI64::new(i64::MIN))
                 .collect(),
             point_reads: PointReads(ReadOptions::default()),
+            counters: Counters::new(config.counter_cache_bytes),
         })
     }
 
@@ -435,6 +441,7 @@ impl Engine {
 
     /// Applies a batch atomically, syncing the log when the fsync policy says so.
     pub fn write(&self, batch: Writes) -> Result<(), EngineError> {
+        self.counters.forget_all(&batch.written);
         self.db
             .write_opt(batch.records.into_write_batch(), &self.write_opts)?;
         // After the write, so a sweep that finds the shard's time lowered also finds the entry.
@@ -449,6 +456,7 @@ impl Engine {
         Writes {
             records: Batch::default(),
             expiring: SmallVec::new(),
+            written: SmallVec::new(),
         }
     }
 
@@ -476,6 +484,18 @@ impl Engine {
         }
     }
 
+    /// The value an increment last wrote for `key`, if the counter cache still holds it
+    /// (see [`Counters`]): then it is the key's live record, and no read is needed.
+    pub fn counter(&self, key: &[u8], now: i64) -> Option<Counter> {
+        self.counters.get(layout::order_of(key), key, now)
+    }
+
+    /// Keeps the integer an increment wrote for `key`. Call after its write was applied, with
+    /// the key's lock still held, since every other write of the key drops the entry.
+    pub fn remember_counter(&self, key: &[u8], counter: Counter) {
+        self.counters.set(layout::order_of(key), key, counter);
+    }
+
     /// Stores `payload` under `key`, indexing its expiry if it has one.
     pub fn put(
         &self,
@@ -485,10 +505,40 @@ impl Engine {
         expire_at: i64,
         payload: &[u8],
     ) -> Result<(), EngineError> {
+        let order = layout::order_of(key);
+        batch.written.push(order);
+        self.put_record(batch, shard, key, order, expire_at, payload)
+    }
+
+    /// Stores the integer an increment computed for `key` (its digits in `payload`), keeping
+    /// the key's counter-cache entry: until the write is applied the entry still holds what
+    /// RocksDB holds, and after it the caller stores the new value with
+    /// [`Engine::remember_counter`]. A counter's entry is so updated in place, not dropped
+    /// and made again (an allocation per key and group).
+    pub fn put_increment(
+        &self,
+        batch: &mut Writes,
+        shard: u32,
+        key: &[u8],
+        expire_at: i64,
+        payload: &[u8],
+    ) -> Result<(), EngineError> {
+        self.put_record(batch, shard, key, layout::order_of(key), expire_at, payload)
+    }
+
+    fn put_record(
+        &self,
+        batch: &mut Writes,
+        shard: u32,
+        key: &[u8],
+        order: u64,
+        expire_at: i64,
+        payload: &[u8],
+    ) -> Result<(), EngineError> {
         let id = self.family(shard)?.id;
         let header = value::header(expire_at);
         let records = &mut batch.records;
-        records.put(id, &[&layout::data_prefix(key), key], &[&header, payload])?;
+        records.put(id, &[&layout::data_seek(order), key], &[&header, payload])?;
         if expire_at != 0 {
             records.put(id, &[&layout::expiry_prefix(expire_at), key], &[])?;
             batch.expiring.push((shard, expire_at));
@@ -499,9 +549,11 @@ impl Engine {
     /// Deletes `key` (its expiry-index entry, if any, goes stale and the sweeper drops it).
     pub fn delete(&self, batch: &mut Writes, shard: u32, key: &[u8]) -> Result<(), EngineError> {
         let id = self.family(shard)?.id;
+        let order = layout::order_of(key);
+        batch.written.push(order);
         Ok(batch
             .records
-            .delete(id, &[&layout::data_prefix(key), key])?)
+            .delete(id, &[&layout::data_seek(order), key])?)
     }
 
     /// Deletes an expiry-index entry.
@@ -532,6 +584,7 @@ impl Engine {
             batch.delete_range_cf(cf, [EXPIRY], [DATA + 1]);
             cleared.push(cf);
         }
+        self.counters.clear();
         self.db.write_opt(batch, &self.write_opts)?;
         let mut switch = rocksdb::FlushOptions::default();
         switch.set_wait(false);
@@ -601,6 +654,7 @@ impl Engine {
             running_compactions: int(p::NUM_RUNNING_COMPACTIONS),
             write_stopped: int(p::IS_WRITE_STOPPED) != 0,
             write_delayed: int(p::ACTUAL_DELAYED_WRITE_RATE) != 0,
+            cached_counters: self.counters.len() as u64,
             ..EngineFigures::default()
         };
         for shard in self.hosted() {
@@ -686,6 +740,8 @@ pub struct EngineFigures {
     pub write_stopped: bool,
     /// Writes slowed down.
     pub write_delayed: bool,
+    /// Integers in the counter cache.
+    pub cached_counters: u64,
 }
 
 /// A forward iterator over records of one shard.

@@ -17,6 +17,7 @@ use ringkv_common::clock::now_ms;
 use ringkv_common::command::{CommandSpec, Gathered};
 use ringkv_common::resp::Reply;
 
+use crate::counters::Counter;
 use crate::strings::{incremented, read_incremented};
 use crate::{reply_of, Failure, Storage};
 
@@ -166,15 +167,24 @@ impl Storage {
             }
         }
         let mut digits = itoa::Buffer::new();
-        for (key, (expire_at, value)) in &written {
-            let payload = match value {
-                Pending::Bytes(b) => &b[..],
-                &Pending::Int(n) => digits.format(n).as_bytes(),
-            };
-            self.engine
-                .put(&mut batch, self.shard(key), key, *expire_at, payload)?;
+        for (key, &(expire_at, ref value)) in &written {
+            let shard = self.shard(key);
+            match value {
+                Pending::Bytes(b) => self.engine.put(&mut batch, shard, key, expire_at, b)?,
+                &Pending::Int(n) => {
+                    let payload = digits.format(n).as_bytes();
+                    self.engine
+                        .put_increment(&mut batch, shard, key, expire_at, payload)?;
+                }
+            }
         }
         self.engine.write(batch)?;
+        for (key, &(expire_at, ref value)) in &written {
+            if let &Pending::Int(value) = value {
+                self.engine
+                    .remember_counter(key, Counter { expire_at, value });
+            }
+        }
         Ok(())
     }
 }

@@ -68,7 +68,7 @@ impl AsRef<[u8]> for DataKey {
 /// The data record key for a user key.
 pub fn data_key(key: &[u8]) -> DataKey {
     let len = DATA_PREFIX_LEN + key.len();
-    let prefix = data_prefix(key);
+    let prefix = data_seek(order_of(key));
     if len <= INLINE_KEY {
         let mut buf = [0u8; INLINE_KEY];
         buf[..DATA_PREFIX_LEN].copy_from_slice(&prefix);
@@ -81,17 +81,9 @@ pub fn data_key(key: &[u8]) -> DataKey {
     DataKey::Heap(out)
 }
 
-/// What comes before the user key in its data record key, for writers that copy the two
-/// parts straight into a batch.
-#[inline]
-pub fn data_prefix(key: &[u8]) -> [u8; DATA_PREFIX_LEN] {
-    let mut out = [0u8; DATA_PREFIX_LEN];
-    out[0] = DATA;
-    out[1..].copy_from_slice(&order_of(key).to_be_bytes());
-    out
-}
-
-/// The first data record key at or after scan position `order`.
+/// What comes before a user key whose hash is `order` in its data record key, for writers that
+/// copy the parts straight into a batch; also the first data record key at or after scan
+/// position `order`.
 pub fn data_seek(order: u64) -> [u8; DATA_PREFIX_LEN] {
     let mut out = [0u8; DATA_PREFIX_LEN];
     out[0] = DATA;

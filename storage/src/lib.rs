@@ -6,6 +6,7 @@
 //! - `layout`: where data records and expiry-index records sit inside a shard.
 //! - `value`: the stored value header (format version, type, expiry).
 //! - `locks`: per-key write serialization, so read-modify-write commands lose no update.
+//! - `counters`: the integers the increments wrote, kept so the next increment skips a read.
 //! - `strings`, `keyspace`, `walk`: the Redis commands, on top of the engine.
 //! - `group`: consecutive blind writes and increments of a batch, run as one engine write.
 //! - [`metrics`]: the engine's Prometheus metrics.
@@ -20,6 +21,7 @@
 
 mod batch;
 pub mod config;
+mod counters;
 mod engine;
 mod expiry;
 mod families;

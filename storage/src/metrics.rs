@@ -63,6 +63,7 @@ impl Storage {
             .set(f64::from(u8::from(figures.write_stopped)));
         metrics::gauge!(names::ROCKSDB_WRITE_DELAYED)
             .set(f64::from(u8::from(figures.write_delayed)));
+        metrics::gauge!(names::COUNTER_CACHE_ENTRIES).set(figures.cached_counters as f64);
         let counters = &self.counters;
         metrics::counter!(names::KEYSPACE_HITS).absolute(counters.hits.load(Ordering::Relaxed));
         metrics::counter!(names::KEYSPACE_MISSES).absolute(counters.misses.load(Ordering::Relaxed));

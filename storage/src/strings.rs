@@ -9,6 +9,7 @@ use ringkv_common::command::{Cmd, CommandSpec};
 use ringkv_common::resp::request::parse_i64;
 use ringkv_common::resp::Reply;
 
+use crate::counters::Counter;
 use crate::engine::EngineError;
 use crate::float::{incr_by_float, FloatError};
 use crate::value::Value;
@@ -352,14 +353,21 @@ fn append(st: &Storage, key: &Bytes, tail: &Bytes) -> Outcome {
     Ok(Reply::Int(payload.len() as i64))
 }
 
-/// A key's expiry and its integer value plus `by` (or the error INCRBY answers), read in
-/// place; shared by INCR run alone and INCR in a gathered group.
+/// A key's expiry and its integer value plus `by` (or the error INCRBY answers), from the
+/// counter cache or read in place; shared by INCR run alone and INCR in a gathered group.
 pub(crate) fn read_incremented(
     st: &Storage,
     key: &[u8],
     now: i64,
     by: i64,
 ) -> Result<(i64, Result<i64, Reply>), EngineError> {
+    if let Some(counter) = st.engine.counter(key, now) {
+        st.count_read(true);
+        return Ok((
+            counter.expire_at,
+            counter.value.checked_add(by).ok_or(OVERFLOW),
+        ));
+    }
     let stored = st.read_with(key, now, |expire_at, payload| {
         (expire_at, incremented(Some(payload), by))
     })?;
@@ -380,7 +388,19 @@ fn incr_by(st: &Storage, key: &Bytes, by: i64) -> Outcome {
     let _guard = st.locks.lock(key);
     let (expire_at, next) = read_incremented(st, key, now_ms(), by)?;
     let next = next?;
-    st.write_one(key, expire_at, itoa::Buffer::new().format(next).as_bytes())?;
+    let mut batch = st.engine.batch();
+    let mut digits = itoa::Buffer::new();
+    let payload = digits.format(next).as_bytes();
+    st.engine
+        .put_increment(&mut batch, st.shard(key), key, expire_at, payload)?;
+    st.engine.write(batch)?;
+    st.engine.remember_counter(
+        key,
+        Counter {
+            expire_at,
+            value: next,
+        },
+    );
     Ok(Reply::Int(next))
 }
 

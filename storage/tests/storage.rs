@@ -377,6 +377,112 @@ fn a_group_of_writes_and_increments_answers_as_the_requests_one_by_one() {
     assert!(matches!(run(&grouped, &["TTL", "ttl"]), Reply::Int(n) if n > 990));
 }
 
+/// INCR of `key` as a storage node or a pipeline runs it: gathered in a group of its own.
+fn incr_in_a_group(st: &Storage, key: &str) -> Reply {
+    use ringkv_common::command::gatherable;
+    use ringkv_storage::WriteGroup;
+
+    let request: Vec<Bytes> = ["INCR", key]
+        .iter()
+        .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+        .collect();
+    let (spec, what) = gatherable(&request).expect("INCR gathers");
+    let mut group = WriteGroup::default();
+    group.push(spec, what, &request, None);
+    let mut replies = Vec::new();
+    st.execute_group(&mut group, &mut replies);
+    assert_eq!(replies.len(), 1);
+    replies.remove(0)
+}
+
+/// The value an increment wrote is kept in memory for the key's next increment (the counter
+/// cache); every other way of writing or deleting the key must be seen by that next increment,
+/// whether it runs alone or gathered.
+#[test]
+fn an_increment_sees_every_other_write_of_its_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = open(dir.path(), 16);
+    let not_integer = Reply::error("ERR value is not an integer or out of range");
+    // Each write of `k`, then the reply of the INCR that follows it and whether `k` has an
+    // expiry after that INCR. Before each write, two increments (alone, then gathered) leave
+    // their value in memory.
+    let script: &[(&[&str], Reply, bool)] = &[
+        (&["SET", "k", "10"], Reply::Int(11), false),
+        (&["SET", "k", "abc"], not_integer.clone(), false),
+        (&["SET", "k", "20", "EX", "1000"], Reply::Int(21), true),
+        (&["PERSIST", "k"], Reply::Int(24), false),
+        (&["APPEND", "k", "5"], Reply::Int(266), false),
+        (&["SETRANGE", "k", "0", "9"], Reply::Int(969), false),
+        (&["INCRBYFLOAT", "k", "0.5"], not_integer.clone(), false),
+        (&["SET", "k", "1"], Reply::Int(2), false),
+        (&["DEL", "k"], Reply::Int(1), false),
+        (&["UNLINK", "k"], Reply::Int(1), false),
+        (&["GETDEL", "k"], Reply::Int(1), false),
+        (&["GETSET", "k", "40"], Reply::Int(41), false),
+        (&["EXPIRE", "k", "1000"], Reply::Int(44), true),
+        (&["SET", "k", "60", "KEEPTTL"], Reply::Int(61), true),
+        (&["MSET", "other", "1", "k", "50"], Reply::Int(51), false),
+        (&["GETEX", "k", "EX", "1000"], Reply::Int(54), true),
+        (&["GETEX", "k", "PERSIST"], Reply::Int(57), false),
+        (&["PEXPIRE", "k", "-1"], Reply::Int(1), false),
+        (&["RENAME", "k", "moved"], Reply::Int(1), false),
+        (
+            &["SET", "elsewhere", "70", "EX", "1000"],
+            Reply::Int(4),
+            false,
+        ),
+        (&["RENAME", "elsewhere", "k"], Reply::Int(71), true),
+        (&["FLUSHALL"], Reply::Int(1), false),
+    ];
+    for (i, (write, after, expires)) in script.iter().enumerate() {
+        assert!(matches!(
+            run(&st, &["INCR", "k"]),
+            Reply::Int(_) | Reply::Error(_)
+        ));
+        assert!(matches!(
+            incr_in_a_group(&st, "k"),
+            Reply::Int(_) | Reply::Error(_)
+        ));
+        run(&st, write);
+        let got = if i % 2 == 0 {
+            run(&st, &["INCR", "k"])
+        } else {
+            incr_in_a_group(&st, "k")
+        };
+        assert_eq!(&got, after, "INCR after {write:?}");
+        let ttl = run(&st, &["TTL", "k"]);
+        if *expires {
+            assert!(
+                matches!(ttl, Reply::Int(n) if n > 990),
+                "TTL after {write:?}: {ttl:?}"
+            );
+        } else {
+            assert_eq!(ttl, Reply::Int(-1), "TTL after {write:?}");
+        }
+    }
+
+    // An expiry set before the increments is kept, and the key still expires.
+    assert_eq!(run(&st, &["SET", "t", "5", "PX", "300"]), Reply::Ok);
+    assert_eq!(run(&st, &["INCR", "t"]), Reply::Int(6));
+    assert_eq!(incr_in_a_group(&st, "t"), Reply::Int(7));
+    assert!(matches!(run(&st, &["PTTL", "t"]), Reply::Int(n) if n > 0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while run(&st, &["EXISTS", "t"]) != Reply::Int(0) {
+        assert!(Instant::now() < deadline, "t never expired");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(run(&st, &["INCR", "t"]), Reply::Int(1));
+    assert_eq!(run(&st, &["TTL", "t"]), Reply::Int(-1));
+
+    // What the increments wrote is on disk, not only in memory.
+    assert_eq!(run(&st, &["INCRBY", "k", "100"]), Reply::Int(101));
+    st.flush().expect("flush");
+    drop(st);
+    let st = open(dir.path(), 16);
+    assert_eq!(run(&st, &["INCR", "k"]), Reply::Int(102));
+    assert_eq!(run(&st, &["GET", "t"]), bulk("1"));
+}
+
 /// A key of `st` that lands on `shard`.
 fn key_in(st: &Storage, shard: u32) -> String {
     (0..)

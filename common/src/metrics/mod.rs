@@ -87,6 +87,8 @@ pub mod names {
     pub const ROCKSDB_WRITE_STOPPED: &str = "ringkv_rocksdb_write_stopped";
     /// 1 while RocksDB slows writes down.
     pub const ROCKSDB_WRITE_DELAYED: &str = "ringkv_rocksdb_write_delayed";
+    /// Integers held for INCR and its family, so their next increment skips RocksDB's read.
+    pub const COUNTER_CACHE_ENTRIES: &str = "ringkv_counter_cache_entries";
     /// Keys deleted because they expired.
     pub const EXPIRED_KEYS: &str = "ringkv_expired_keys_total";
     /// Reads that found their key.
@@ -193,6 +195,10 @@ fn describe() {
     describe_gauge!(ROCKSDB_RUNNING_COMPACTIONS, "Compactions running now.");
     describe_gauge!(ROCKSDB_WRITE_STOPPED, "1 while RocksDB stops writes.");
     describe_gauge!(ROCKSDB_WRITE_DELAYED, "1 while RocksDB slows writes.");
+    describe_gauge!(
+        COUNTER_CACHE_ENTRIES,
+        "Integers held in memory for the next INCR of their key."
+    );
     describe_counter!(EXPIRED_KEYS, "Keys deleted because they expired.");
     describe_counter!(KEYSPACE_HITS, "Reads that found their key.");
     describe_counter!(KEYSPACE_MISSES, "Reads that did not.");

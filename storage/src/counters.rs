@@ -29,9 +29,10 @@ use smallvec::SmallVec;
 /// Segments, each behind its own mutex: two event loops rarely meet on one.
 const SEGMENTS: usize = 1024;
 
-/// Bits of the may-have-an-entry bitmap: 128 KiB, and about one key in ten shares a bit with
-/// one of a cache of 100k counters.
-const MAYBE_BITS: usize = 1 << 20;
+/// Bits of the may-have-an-entry bitmap per counter the budget holds (of a 16-byte key): a
+/// key then shares a bit with one of a full cache's counters about one time in ten (1 MiB of
+/// bitmap for the default 64 MiB).
+const MAYBE_BITS_PER_ENTRY: usize = 8;
 
 /// What an entry costs besides a key too long to sit in it: the map's slot and the table's
 /// spare capacity, roughly.
@@ -49,6 +50,8 @@ pub struct Counters {
     segments: Box<[Mutex<Segment>]>,
     /// Bytes one segment may hold; 0 turns the cache off.
     segment_budget: usize,
+    /// Bits in `maybe`, a power of two.
+    maybe_bits: usize,
     /// A bit per key hash: clear when no key of that hash has an entry. The key's lock
     /// orders the bit's setting before any later write of the key reads it.
     maybe: Box<[AtomicU64]>,
@@ -78,17 +81,21 @@ fn cost(key: &[u8]) -> usize {
 impl Counters {
     /// A cache of at most about `budget_bytes`; 0 keeps nothing.
     pub fn new(budget_bytes: usize) -> Self {
+        let maybe_bits = (budget_bytes / cost(&[0; 16]) * MAYBE_BITS_PER_ENTRY)
+            .next_power_of_two()
+            .max(64);
         Counters {
             segments: (0..SEGMENTS).map(|_| Mutex::default()).collect(),
             segment_budget: budget_bytes / SEGMENTS,
-            maybe: (0..MAYBE_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
+            maybe_bits,
+            maybe: (0..maybe_bits / 64).map(|_| AtomicU64::new(0)).collect(),
             entries: AtomicUsize::new(0),
         }
     }
 
     /// The key's word of the bitmap and its bit in it.
     fn maybe_bit(&self, hash: u64) -> (&AtomicU64, u64) {
-        let bit = (hash >> 24) as usize % MAYBE_BITS;
+        let bit = (hash >> 24) as usize & (self.maybe_bits - 1);
         (&self.maybe[bit / 64], 1 << (bit % 64))
     }
 

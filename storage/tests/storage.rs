@@ -42,6 +42,23 @@ fn set_get_survive_reopen() {
     assert!(matches!(run(&st, &["TTL", "t"]), Reply::Int(n) if n > 990));
 }
 
+/// RocksDB checksums every write-ahead-log record with CRC32C. Compiled without SSE4.2 (the
+/// build's CPU target, `.cargo/config.toml`) it computes them in software, several percent of
+/// every write's CPU; RocksDB's LOG says at open which one it uses.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn rocksdb_checksums_the_log_with_the_cpus_crc_instruction() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = open(dir.path(), 4);
+    let log = std::fs::read_to_string(dir.path().join("LOG")).expect("RocksDB's LOG file");
+    let line = log
+        .lines()
+        .find(|l| l.contains("Fast CRC32 supported:"))
+        .expect("RocksDB logs its CRC32 implementation at open");
+    assert!(line.contains("supported: Supported on x86"), "{line}");
+    drop(st);
+}
+
 #[test]
 fn reopening_with_another_shard_count_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");

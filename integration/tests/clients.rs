@@ -337,6 +337,103 @@ async fn incr_from_fifty_concurrent_clients_loses_no_update() {
     assert_eq!(total, (CLIENTS * PER_CLIENT) as i64);
 }
 
+/// The writes of every client an event loop serves in one turn are applied together, after
+/// the clients' requests ran (the storage's `turn` module). Each client must still read its
+/// own writes later in its pipeline, another connection must see them once they are
+/// acknowledged, and no increment may be lost, with fifty clients on both loops writing
+/// their own keys, one key all of them write, and one key all of them increment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_applied_a_loop_turn_at_a_time_stay_atomic_and_in_order() {
+    const CLIENTS: usize = 50;
+    const ROUNDS: usize = 100;
+    let server = Server::ringkv(&[]);
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let url = server.url();
+        tasks.push(tokio::spawn(async move {
+            let mut con = connect_url(&url).await;
+            let mut other = connect_url(&url).await;
+            let mine = format!("mine:{client}");
+            let mut returned: Vec<(usize, i64)> = Vec::with_capacity(2 * ROUNDS);
+            for round in 0..ROUNDS {
+                let value = format!("{client}:{round}");
+                // A group of blind writes, a read, a group of increments.
+                let (own, first, second): (String, i64, i64) = redis::pipe()
+                    .cmd("MSET")
+                    .arg(&mine)
+                    .arg(&value)
+                    .arg("shared")
+                    .arg(&value)
+                    .ignore()
+                    .cmd("GET")
+                    .arg(&mine)
+                    .cmd("INCR")
+                    .arg("total")
+                    .cmd("INCRBY")
+                    .arg("total")
+                    .arg(2)
+                    .query_async(&mut con)
+                    .await
+                    .expect("a pipeline of MSET, GET, INCR, INCRBY");
+                assert_eq!(own, value, "a GET after its own pipeline's MSET");
+                returned.push((1, first));
+                returned.push((2, second));
+                let seen: String = other.get(&mine).await.expect("GET from another connection");
+                assert_eq!(
+                    seen, value,
+                    "another connection after the MSET was acknowledged"
+                );
+            }
+            returned
+        }));
+    }
+    let mut values = BTreeSet::new();
+    let mut added = 0;
+    for task in tasks {
+        for (by, value) in task.await.expect("client task") {
+            assert!(
+                values.insert(value),
+                "two increments of one key returned the same value {value}"
+            );
+            added += by as i64;
+        }
+    }
+    let mut con = connect(&server).await;
+    let total: i64 = query(&mut con, &["GET", "total"]).await;
+    assert_eq!(total, added, "increments lost");
+    assert_eq!(added, (3 * CLIENTS * ROUNDS) as i64);
+}
+
+/// A pipeline whose gathered requests all fail writes nothing, and must leave no key locked:
+/// clients on every loop can write the key at once afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_increments_leave_their_key_free_for_every_loop() {
+    let server = Server::ringkv(&[]);
+    let mut con = connect(&server).await;
+    let () = query(&mut con, &["SET", "text", "not a number"]).await;
+    let failed: redis::RedisResult<Vec<i64>> = redis::pipe()
+        .cmd("INCR")
+        .arg("text")
+        .cmd("DECRBY")
+        .arg("text")
+        .arg(3)
+        .query_async(&mut con)
+        .await;
+    let err = failed.expect_err("INCR of a string answered a number");
+    assert!(
+        err.to_string().contains("not an integer"),
+        "unexpected error: {err}"
+    );
+    // New connections are spread over the loops; each SET would wait for ever (and the
+    // client time out) if a loop still held the key's lock.
+    for i in 0..8 {
+        let mut writer = connect(&server).await;
+        let () = query(&mut writer, &["SET", "text", &i.to_string()]).await;
+    }
+    let last: i64 = query(&mut con, &["INCR", "text"]).await;
+    assert_eq!(last, 8);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn append_from_fifty_concurrent_clients_loses_no_byte() {
     const CLIENTS: usize = 50;

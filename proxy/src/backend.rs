@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use ringkv_common::command::CommandSpec;
 use ringkv_common::resp::Reply;
-use ringkv_storage::{Storage, StorageError, StorageStats, WriteGroup};
+use ringkv_storage::{Deferred, EndsTurn, Storage, StorageError, StorageStats, WriteGroup};
 
 use crate::cluster::{Cluster, Refused, Started};
 
@@ -47,6 +47,8 @@ impl Backend {
                 if !storage.may_block(spec) {
                     return storage.execute(spec, args);
                 }
+                // It runs on another thread: this one's pending writes go first.
+                storage.end_turn();
                 let storage = Arc::clone(storage);
                 let args = args.to_vec();
                 tokio::task::spawn_blocking(move || storage.execute(spec, &args))
@@ -79,24 +81,33 @@ impl Backend {
     }
 
     /// Runs the requests a connection gathered (see `WriteGroup`) and pushes their replies
-    /// in order; the group is left empty. Only the local engine gathers; like
-    /// [`Backend::execute`], it moves to a blocking thread when writes may wait for a sync.
-    pub async fn execute_group(&self, group: &mut WriteGroup, replies: &mut Vec<Reply>) {
+    /// in order; the group is left empty, and its writes may wait for the end of the loop's
+    /// turn (`deferred` says so, for [`Backend::end_batch`]). Only the local engine gathers;
+    /// like [`Backend::execute`], it moves to a blocking thread when writes may wait for a
+    /// sync.
+    pub async fn execute_group(
+        &self,
+        group: &mut WriteGroup,
+        replies: &mut Vec<Reply>,
+        deferred: &mut Deferred,
+    ) {
         let Backend::Local(storage) = self else {
             replies.extend((0..group.len()).map(|_| INTERNAL));
             group.clear();
             return;
         };
         if !storage.writes_may_block() {
-            storage.execute_group(group, replies);
+            storage.execute_group(group, replies, deferred);
             return;
         }
+        storage.end_turn();
         let storage = Arc::clone(storage);
         let requests = group.len();
         let mut moved = std::mem::take(group);
         let ran = tokio::task::spawn_blocking(move || {
             let mut replies = Vec::with_capacity(requests);
-            storage.execute_group(&mut moved, &mut replies);
+            // A blocking thread has no turn: the group is applied before this returns.
+            storage.execute_group(&mut moved, &mut replies, &mut Deferred::default());
             (moved, replies)
         })
         .await;
@@ -118,6 +129,8 @@ impl Backend {
         match self {
             Backend::Remote(cluster) => Some(cluster.stats(true).await),
             Backend::Local(storage) => {
+                // The walk runs on another thread: this one's pending writes go first.
+                storage.end_turn();
                 let storage = Arc::clone(storage);
                 match tokio::task::spawn_blocking(move || storage.stats()).await {
                     Ok(stats) => Some(stats),
@@ -137,6 +150,7 @@ impl Backend {
             // by the node's fsync policy.
             Backend::Remote(_) => Ok(()),
             Backend::Local(storage) => {
+                storage.end_turn();
                 let storage = Arc::clone(storage);
                 match tokio::task::spawn_blocking(move || storage.flush()).await {
                     Ok(result) => result.map_err(|e| e.to_string()),
@@ -146,20 +160,30 @@ impl Backend {
         }
     }
 
-    /// Makes a batch's writes survive a killed process before its replies go out. The log is
-    /// written to the OS once for many batches (group commit): the connection first lets the
-    /// other connections that are ready on its thread run their batches, and the first of
-    /// them to come back writes the log for all; the others find their writes already
-    /// covered and make no syscall. Redis does the same, writing its AOF once per event-loop
-    /// turn before any reply. An error means the batch's writes are in memory only (a full
-    /// disk, say): its replies must not go out.
-    pub async fn end_batch(&self) -> Result<(), StorageError> {
+    /// Makes a batch's writes survive a killed process before its replies go out. The
+    /// engine write and the log write are made once for many batches (group commit): the
+    /// connection first lets the other connections that are ready on its thread run their
+    /// batches, and the first of them to come back applies the loop's turn (the groups
+    /// `deferred` names among them) and writes the log for all; the others find their
+    /// writes already applied and covered and make no syscall. Redis does the same, writing
+    /// its AOF once per event-loop turn before any reply. An error means the batch's writes
+    /// are in memory only, or not even there (a full disk, say): its replies must not go out.
+    pub async fn end_batch(&self, deferred: Deferred) -> Result<(), StorageError> {
         let Backend::Local(storage) = self else {
             return Ok(());
         };
         let mark = storage.write_mark();
         tokio::task::yield_now().await;
-        storage.end_batch(mark)
+        storage.end_batch(mark, deferred)
+    }
+
+    /// A guard that applies the calling thread's pending turn when dropped, for a connection
+    /// task to hold (see `EndsTurn`); `None` through a cluster.
+    pub fn ends_turn(&self) -> Option<EndsTurn<'_>> {
+        match self {
+            Backend::Local(storage) => Some(storage.ends_turn()),
+            Backend::Remote(_) => None,
+        }
     }
 
     /// CONFIG RESETSTAT: zeroes the engine's hit, miss and expiry counters.

@@ -28,7 +28,7 @@ use crate::session::Session;
 use crate::shutdown::Shutdown;
 use crate::stats::{BatchCounts, ClientGuard, COMMAND_METRICS};
 use crate::tls::{ClientStream, Tls};
-use ringkv_storage::WriteGroup;
+use ringkv_storage::{Deferred, WriteGroup};
 
 /// Initial read buffer: Redis's default query buffer chunk. Most requests are far smaller,
 /// so one read usually takes a whole pipeline batch; larger requests grow it as needed.
@@ -114,6 +114,8 @@ struct Gathering {
     specs: Vec<&'static CommandSpec>,
     /// The replies of the last group run, reused from group to group.
     replies: Vec<Reply>,
+    /// The loop turns this batch's groups wait in, for `Backend::end_batch`.
+    deferred: Deferred,
 }
 
 impl Gathering {
@@ -136,6 +138,7 @@ impl Gathering {
 /// server shuts down (after finishing the batch in progress).
 pub async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, mut shutdown: Shutdown) {
     let _client = ClientGuard::new(&ctx.stats);
+    let _turn = ctx.backend.ends_turn();
     let mut conn = match Connection::new(stream, &ctx) {
         Ok(conn) => conn,
         Err(err) => {
@@ -445,9 +448,10 @@ impl Connection {
             group,
             specs,
             replies,
+            deferred,
         } = &mut self.gathering;
         let started = Instant::now();
-        ctx.backend.execute_group(group, replies).await;
+        ctx.backend.execute_group(group, replies, deferred).await;
         // Every request of the group waited for the whole group.
         let took = started.elapsed();
         self.counts.commands += replies.len() as u64;
@@ -472,8 +476,11 @@ impl Connection {
     /// process; when it could not, none of the batch's replies leave and the connection
     /// closes, so the client sees what a crash would show it, not an acknowledgement.
     async fn flush(&mut self, ctx: &ServerContext) -> io::Result<()> {
-        if std::mem::take(&mut self.wrote) {
-            if let Err(err) = ctx.backend.end_batch().await {
+        // Deferred groups hold key locks until their turn is applied, even when every one of
+        // their requests failed.
+        let deferred = std::mem::take(&mut self.gathering.deferred);
+        if std::mem::take(&mut self.wrote) || !deferred.is_empty() {
+            if let Err(err) = ctx.backend.end_batch(deferred).await {
                 tracing::error!(
                     peer = %self.session.peer,
                     %err,

@@ -82,6 +82,17 @@ impl Batch {
         Ok(())
     }
 
+    /// Moves `other`'s records to the end of this batch (a loop turn's groups become one
+    /// write); `other`'s buffer is kept for the thread's next batch.
+    pub fn append(&mut self, mut other: Batch) {
+        self.rep.extend_from_slice(&other.rep[HEADER..]);
+        self.count += other.count;
+        if other.rep.capacity() <= KEEP_AT_MOST {
+            other.rep.clear();
+            SPARE.set(other.rep);
+        }
+    }
+
     /// The batch as RocksDB takes it (one copy of the encoded records).
     pub fn into_write_batch(mut self) -> WriteBatch {
         self.rep[COUNT_AT..HEADER].copy_from_slice(&self.count.to_le_bytes());
@@ -196,6 +207,24 @@ mod tests {
         theirs.put(b"k", b"v");
         theirs.delete(b"k");
         assert_eq!(ours.into_write_batch().data(), theirs.data());
+    }
+
+    #[test]
+    fn an_appended_batch_is_the_records_of_both() {
+        let mut first = Batch::default();
+        first.put(3, &[b"a"], &[b"1"]).expect("small");
+        let mut second = Batch::default();
+        second.put(3, &[b"b"], &[b"2"]).expect("small");
+        second.delete(0, &[b"c"]).expect("small");
+        first.append(second);
+        let mut whole = Batch::default();
+        whole.put(3, &[b"a"], &[b"1"]).expect("small");
+        whole.put(3, &[b"b"], &[b"2"]).expect("small");
+        whole.delete(0, &[b"c"]).expect("small");
+        assert_eq!(
+            first.into_write_batch().data(),
+            whole.into_write_batch().data()
+        );
     }
 
     #[test]

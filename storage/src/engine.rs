@@ -53,6 +53,9 @@ pub enum EngineError {
     /// This RocksDB encodes write batches in a way `batch.rs` does not know.
     #[error("unknown RocksDB write batch format")]
     BatchFormat,
+    /// The loop turn holding this batch's writes could not be applied (see `turn`).
+    #[error(transparent)]
+    Turn(#[from] crate::turn::TurnFailed),
     /// RocksDB could not create shard column families.
     #[error("cannot create column families: {0}")]
     CreateFamilies(String),
@@ -122,6 +125,13 @@ impl Writes {
     /// Whether nothing was added.
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
+    }
+
+    /// Moves `other`'s writes after these, to be applied with them as one batch.
+    pub fn append(&mut self, other: Writes) {
+        self.records.append(other.records);
+        self.expiring.extend(other.expiring);
+        self.written.extend(other.written);
     }
 }
 

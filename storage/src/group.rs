@@ -3,10 +3,12 @@
 //! locks, instead of a lock, a read and a write group each.
 //!
 //! A group holds every key lock it needs from before its first read until its write is
-//! applied, and its requests run in arrival order against what the group itself has written
-//! so far, so each request takes effect between its arrival and its reply exactly as if it
-//! had run alone. The locks are taken all at once, in stripe order, as MSET takes them, so
-//! groups cannot deadlock with each other or with multi-key commands.
+//! applied (on an event loop, with the rest of the loop's turn: see `turn`), and its requests
+//! run in arrival order against what the group itself has written so far, so each request
+//! takes effect between its arrival and its reply exactly as if it had run alone. The locks
+//! are taken all at once: without waiting if they are free, otherwise in stripe order once
+//! the thread's turn is applied (see `locks`), so groups cannot deadlock with each other or
+//! with multi-key commands.
 
 use std::ops::Range;
 
@@ -16,10 +18,17 @@ use ringkv_common::args::OVERFLOW;
 use ringkv_common::clock::now_ms;
 use ringkv_common::command::{CommandSpec, Gathered};
 use ringkv_common::resp::Reply;
+use smallvec::SmallVec;
 
 use crate::counters::Counter;
+use crate::engine::Writes;
+use crate::locks::{Mode, Stripes};
 use crate::strings::{incremented, read_incremented};
+use crate::turn::Deferred;
 use crate::{reply_of, Failure, Storage};
+
+/// Counters a group sets without allocating: a pipeline of 16 INCRs.
+const INLINE_COUNTERS: usize = 16;
 
 /// Gathered requests, waiting for [`Storage::execute_group`].
 #[derive(Default)]
@@ -97,16 +106,24 @@ enum Pending {
 }
 
 impl Storage {
-    /// Runs a group's requests in order as one engine write and pushes one reply per request
-    /// onto `replies`, in order; the group is left empty. If the engine write fails, every
-    /// request is answered with its error, and none took effect.
-    pub fn execute_group(&self, group: &mut WriteGroup, replies: &mut Vec<Reply>) {
+    /// Runs a group's requests in order and pushes one reply per request onto `replies`, in
+    /// order; the group is left empty. On an event loop the group's writes then wait for the
+    /// end of the loop's turn (see `turn`), and `deferred` notes that the batch must settle
+    /// them before its replies leave ([`Storage::end_batch`]); otherwise they are applied at
+    /// once. If the group cannot be written, every request is answered with its error, and
+    /// none took effect.
+    pub fn execute_group(
+        &self,
+        group: &mut WriteGroup,
+        replies: &mut Vec<Reply>,
+        deferred: &mut Deferred,
+    ) {
         if group.is_empty() {
             return;
         }
         let started = std::time::Instant::now();
         let first = replies.len();
-        let outcome = self.run_group(group, replies);
+        let outcome = self.run_group(group, replies, deferred);
         let took = started.elapsed() / u32::try_from(group.ops.len().max(1)).unwrap_or(u32::MAX);
         for op in &group.ops {
             let shard = op
@@ -122,22 +139,73 @@ impl Storage {
         group.clear();
     }
 
-    fn run_group(&self, group: &WriteGroup, replies: &mut Vec<Reply>) -> Result<(), Failure> {
-        let _held = self.locks.lock_many(group.keys());
+    fn run_group(
+        &self,
+        group: &WriteGroup,
+        replies: &mut Vec<Reply>,
+        deferred: &mut Deferred,
+    ) -> Result<(), Failure> {
+        // Blind writes read nothing: they may share their stripes with each other.
+        let blind = group.ops.iter().all(|op| op.what == Gathered::Put);
+        let mode = if blind { Mode::Shared } else { Mode::Exclusive };
+        let stripes = Stripes::of(group.keys());
+        let defers = self.defers_writes();
+        let mut taken = match defers.then(|| self.locks.try_take(&stripes, mode)) {
+            Some(Some(taken)) => taken,
+            // Never wait for a stripe while this thread's turn holds some.
+            _ => {
+                self.end_turn();
+                self.locks.take(&stripes, mode)
+            }
+        };
         let mut batch = self.engine.batch();
+        let mut counters = SmallVec::new();
+        if let Err(failure) = self.build_group(group, replies, &mut batch, &mut counters) {
+            self.locks.release(&mut taken);
+            return Err(failure);
+        }
+        if batch.is_empty() {
+            // Every request failed (INCR of a non-integer…): nothing to apply.
+            self.locks.release(&mut taken);
+            return Ok(());
+        }
+        if defers {
+            self.defer(batch, taken, counters.into_iter(), deferred);
+            return Ok(());
+        }
+        let written = self.engine.write(batch);
+        if written.is_ok() {
+            for (key, counter) in &counters {
+                self.engine.remember_counter(key, *counter);
+            }
+            self.note_writes_failing(false);
+        }
+        self.locks.release(&mut taken);
+        Ok(written?)
+    }
+
+    /// Runs the group's requests against what it has itself written so far, pushing their
+    /// replies, and puts its records into `batch` and the integers its increments leave into
+    /// `counters` (for the counter cache once the batch is applied).
+    fn build_group(
+        &self,
+        group: &WriteGroup,
+        replies: &mut Vec<Reply>,
+        batch: &mut Writes,
+        counters: &mut SmallVec<[(Bytes, Counter); INLINE_COUNTERS]>,
+    ) -> Result<(), Failure> {
         // Blind writes only: nothing reads, the pairs go straight into the batch.
         if group.ops.iter().all(|op| op.what == Gathered::Put) {
             for pair in group.args.chunks_exact(2) {
                 self.engine
-                    .put(&mut batch, self.shard(&pair[0]), &pair[0], 0, &pair[1])?;
+                    .put(batch, self.shard(&pair[0]), &pair[0], 0, &pair[1])?;
             }
-            self.engine.write(batch)?;
             replies.extend(group.ops.iter().map(|_| Reply::Ok));
             return Ok(());
         }
         // What the group has written so far: key → (expiry, value). Sized once for the
         // group (growing it step by step was four allocations for 16 INCRs).
-        let mut written: AHashMap<&[u8], (i64, Pending)> =
+        let mut written: AHashMap<&Bytes, (i64, Pending)> =
             AHashMap::with_capacity(group.args.len());
         let now = now_ms();
         for op in &group.ops {
@@ -150,7 +218,7 @@ impl Storage {
                     replies.push(Reply::Ok);
                 }
                 Gathered::Add(by) => {
-                    let key = &args[0][..];
+                    let key = &args[0];
                     let (expire_at, sum) = match written.get(key) {
                         Some(&(at, Pending::Int(n))) => (at, n.checked_add(by).ok_or(OVERFLOW)),
                         Some((at, Pending::Bytes(b))) => (*at, incremented(Some(b), by)),
@@ -167,22 +235,16 @@ impl Storage {
             }
         }
         let mut digits = itoa::Buffer::new();
-        for (key, &(expire_at, ref value)) in &written {
+        for (&key, &(expire_at, ref value)) in &written {
             let shard = self.shard(key);
             match value {
-                Pending::Bytes(b) => self.engine.put(&mut batch, shard, key, expire_at, b)?,
-                &Pending::Int(n) => {
-                    let payload = digits.format(n).as_bytes();
+                Pending::Bytes(b) => self.engine.put(batch, shard, key, expire_at, b)?,
+                &Pending::Int(value) => {
+                    let payload = digits.format(value).as_bytes();
                     self.engine
-                        .put_increment(&mut batch, shard, key, expire_at, payload)?;
+                        .put_increment(batch, shard, key, expire_at, payload)?;
+                    counters.push((key.clone(), Counter { expire_at, value }));
                 }
-            }
-        }
-        self.engine.write(batch)?;
-        for (key, &(expire_at, ref value)) in &written {
-            if let &Pending::Int(value) = value {
-                self.engine
-                    .remember_counter(key, Counter { expire_at, value });
             }
         }
         Ok(())

@@ -9,6 +9,7 @@
 //! - `counters`: the integers the increments wrote, kept so the next increment skips a read.
 //! - `strings`, `keyspace`, `walk`: the Redis commands, on top of the engine.
 //! - `group`: consecutive blind writes and increments of a batch, run as one engine write.
+//! - `turn`: the groups an event loop ran in one turn, applied as one engine write.
 //! - [`metrics`]: the engine's Prometheus metrics.
 //! - [`node`]: the cluster storage node (`ringkv-storage`): its port, its etcd membership and
 //!   the shard map it follows.
@@ -33,6 +34,7 @@ mod locks;
 pub mod metrics;
 pub mod node;
 mod strings;
+mod turn;
 /// The stored value header (format version, type, expiry), public for the fuzz targets.
 pub mod value;
 mod walk;
@@ -50,6 +52,7 @@ use engine::Engine;
 pub use engine::EngineError;
 pub use group::WriteGroup;
 use locks::KeyLocks;
+pub use turn::{Deferred, EndsTurn};
 
 /// Figures for INFO.
 #[derive(Debug, Clone, Default)]
@@ -83,6 +86,7 @@ pub struct Storage {
     sync_per_batch: bool,
     stop: expiry::StopFlag,
     shard_counters: metrics::ShardCounters,
+    turns: turn::Turns,
 }
 
 /// Which shards a command may touch.
@@ -134,6 +138,7 @@ impl Storage {
             sync_per_batch: config.sync_per_batch,
             stop: expiry::StopFlag::default(),
             shard_counters: metrics::ShardCounters::default(),
+            turns: turn::Turns::default(),
         });
         expiry::start(&storage);
         Ok(storage)
@@ -186,6 +191,8 @@ impl Storage {
     /// Runs one command within `scope`. With [`Scope::Shard`], every key must hash to that
     /// shard and the shard must be open; otherwise the reply is an error and nothing runs.
     pub fn execute_in(&self, scope: Scope, spec: &'static CommandSpec, args: &[Bytes]) -> Reply {
+        // Whatever runs now must see the writes before it, and may wait for key locks.
+        self.end_turn();
         let shard = match scope {
             Scope::Shard(shard) => {
                 if let Err(reply) = self.in_scope(shard, spec, args) {
@@ -257,17 +264,25 @@ impl Storage {
     }
 
     /// Makes the writes of a batch of requests (those before `mark`, a
-    /// [`Storage::write_mark`]) survive the process being killed: call it after running a
-    /// batch that wrote and before sending its replies. The WAL is written to the OS once
-    /// for every batch since the last time, not once per write, and a batch that another
-    /// batch's call already covered costs no syscall; `--fsync` then decides when it reaches
-    /// the disk.
-    pub fn end_batch(&self, mark: u64) -> Result<(), StorageError> {
-        match (self.fsync, self.sync_per_batch) {
-            (Fsync::Always, false) => Ok(()),
-            (Fsync::Always, true) => Ok(self.engine.sync_wal()?),
-            _ => Ok(self.engine.flush_wal_buffer(mark)?),
+    /// [`Storage::write_mark`], and the groups `deferred` left in this thread's turns)
+    /// survive the process being killed: call it on the batch's thread after running a
+    /// batch that wrote and before sending its replies. The turn is applied if it is still
+    /// pending, and the WAL is written to the OS once for every batch since the last time,
+    /// not once per write: a batch that another batch's call already covered costs no
+    /// syscall; `--fsync` then decides when it reaches the disk. An error means some of the
+    /// batch's writes may be lost: its replies must not leave.
+    pub fn end_batch(&self, mark: u64, deferred: Deferred) -> Result<(), StorageError> {
+        let ended =
+            self.settle(deferred)
+                .and_then(|through| match (self.fsync, self.sync_per_batch) {
+                    (Fsync::Always, false) => Ok(()),
+                    (Fsync::Always, true) => self.engine.sync_wal(),
+                    _ => self.engine.flush_wal_buffer(mark.max(through)),
+                });
+        if ended.is_err() {
+            self.note_writes_failing(true);
         }
+        Ok(ended?)
     }
 
     /// Figures for INFO (counting keys walks the shards: O(keys)).
@@ -278,6 +293,7 @@ impl Storage {
     /// Figures for INFO; `count_keys` walks every hosted shard to count live keys (O(keys)),
     /// otherwise `keys` and `expires` are 0.
     pub fn read_stats(&self, count_keys: bool) -> StorageStats {
+        self.end_turn();
         let (keys, expires) = if count_keys {
             walk::count(self, Scope::All).unwrap_or((0, 0))
         } else {

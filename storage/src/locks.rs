@@ -5,16 +5,22 @@
 //! clients. Reads take no lock (a RocksDB read sees one whole record). A fixed stripe count
 //! bounds memory whatever the number of keys; multi-key writes lock their stripes in index
 //! order so two of them can never deadlock.
+//!
+//! Blind writes (SET, MSET: nothing read) take their stripes shared: two of them may be
+//! applied in either order, each is still one point in the key's history, so they need not
+//! exclude each other, only a read-modify-write of the same key, which takes its stripes
+//! exclusively. A loop turn's gathered writes keep their stripes until the turn's one engine
+//! write is applied (see `turn`): they are then held as [`Taken`] stripes, not guards.
 
-use parking_lot::{Mutex, MutexGuard};
+use parking_lot::{RwLock, RwLockWriteGuard};
 use ringkv_common::placement::stable_hash;
 use smallvec::SmallVec;
 
 /// Number of stripes: enough that unrelated keys rarely share one, even between two large
 /// groups. A pipeline's group holds the stripes of all its keys (160 for 16 MSETs of 10 keys)
-/// for its whole engine write; with 4,096 stripes two event loops' groups almost always shared
-/// one, so one loop slept until the other's write was done (standalone MSET -P 16 87k → 109k
-/// requests/s with 65,536). A stripe is one byte: 64 KiB.
+/// until its engine write is applied; with 4,096 stripes two event loops' groups almost
+/// always shared one, so one loop slept until the other's write was done (standalone MSET
+/// -P 16 87k → 109k requests/s with 65,536). A stripe is 8 bytes: 512 KiB.
 const STRIPES: usize = 1 << 16;
 
 /// Stripes a multi-key lock holds without allocating: a pipeline of 16 INCRs, an MSET of
@@ -23,18 +29,81 @@ const INLINE_STRIPES: usize = 16;
 
 /// The stripes.
 pub struct KeyLocks {
-    stripes: Box<[Mutex<()>]>,
+    stripes: Box<[RwLock<()>]>,
 }
 
 /// Held stripes; released on drop.
 pub struct Held<'a> {
-    _guards: SmallVec<[MutexGuard<'a, ()>; INLINE_STRIPES]>,
+    _guards: SmallVec<[RwLockWriteGuard<'a, ()>; INLINE_STRIPES]>,
+}
+
+/// How a group holds its stripes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Blind writes: other blind writes of the same stripes may run meanwhile.
+    Shared,
+    /// A read-modify-write: nothing else writes the stripes meanwhile.
+    Exclusive,
+}
+
+/// The stripes of a set of keys, each once, in index order: what [`KeyLocks::try_take`] and
+/// [`KeyLocks::take`] take, and [`KeyLocks::release`] gives back.
+#[derive(Debug, Default)]
+pub struct Stripes(SmallVec<[u32; INLINE_STRIPES]>);
+
+impl Stripes {
+    /// The stripes of `keys`.
+    pub fn of<'k>(keys: impl Iterator<Item = &'k [u8]>) -> Stripes {
+        let mut indexes: SmallVec<[u32; INLINE_STRIPES]> =
+            keys.map(|key| KeyLocks::stripe(key) as u32).collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        Stripes(indexes)
+    }
+}
+
+/// Stripes taken with [`KeyLocks::try_take`] or [`KeyLocks::take`] and not released yet. They
+/// stay taken until [`KeyLocks::release`] gets them back: a `Taken` that is dropped instead
+/// leaves its stripes locked for good, which a debug build reports.
+#[must_use = "taken stripes stay locked until released"]
+#[derive(Debug, Default)]
+pub struct Taken {
+    shared: SmallVec<[u32; INLINE_STRIPES]>,
+    exclusive: SmallVec<[u32; INLINE_STRIPES]>,
+}
+
+impl Taken {
+    /// Moves `more`'s stripes into this set (a turn collects its groups' stripes).
+    pub fn absorb(&mut self, mut more: Taken) {
+        self.shared.extend(more.shared.drain(..));
+        self.exclusive.extend(more.exclusive.drain(..));
+    }
+
+    /// How many stripes are held exclusively.
+    pub fn exclusive_count(&self) -> usize {
+        self.exclusive.len()
+    }
+
+    /// Whether no stripe is held.
+    pub fn is_empty(&self) -> bool {
+        self.shared.is_empty() && self.exclusive.is_empty()
+    }
+}
+
+impl Drop for Taken {
+    fn drop(&mut self) {
+        debug_assert!(
+            self.is_empty() || std::thread::panicking(),
+            "{} key-lock stripes dropped without being released",
+            self.shared.len() + self.exclusive.len()
+        );
+    }
 }
 
 impl Default for KeyLocks {
     fn default() -> Self {
         KeyLocks {
-            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
         }
     }
 }
@@ -45,27 +114,84 @@ impl KeyLocks {
     }
 
     /// Locks one key's stripe.
-    pub fn lock(&self, key: &[u8]) -> MutexGuard<'_, ()> {
-        self.stripes[Self::stripe(key)].lock()
+    pub fn lock(&self, key: &[u8]) -> RwLockWriteGuard<'_, ()> {
+        self.stripes[Self::stripe(key)].write()
     }
 
     /// Locks every stripe, in order: no write runs until the guard drops (FLUSHALL).
     pub fn lock_all(&self) -> Held<'_> {
         Held {
-            _guards: self.stripes.iter().map(Mutex::lock).collect(),
+            _guards: self.stripes.iter().map(RwLock::write).collect(),
         }
     }
 
     /// Locks the stripes of several keys, in stripe order, each once.
     pub fn lock_many<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Held<'_> {
-        let mut indexes: SmallVec<[usize; INLINE_STRIPES]> = keys.map(Self::stripe).collect();
-        indexes.sort_unstable();
-        indexes.dedup();
         Held {
-            _guards: indexes
+            _guards: Stripes::of(keys)
+                .0
                 .into_iter()
-                .map(|i| self.stripes[i].lock())
+                .map(|i| self.stripes[i as usize].write())
                 .collect(),
+        }
+    }
+
+    /// Takes every stripe of `stripes` in `mode` if none has to be waited for; otherwise
+    /// takes none and returns `None`. A stripe this thread already holds exclusively, or
+    /// holds at all when asked for it exclusively, counts as one to wait for.
+    pub fn try_take(&self, stripes: &Stripes, mode: Mode) -> Option<Taken> {
+        let mut taken = Taken::default();
+        for &i in &stripes.0 {
+            let stripe = &self.stripes[i as usize];
+            let got = match mode {
+                Mode::Shared => stripe.try_read().map(std::mem::forget).is_some(),
+                Mode::Exclusive => stripe.try_write().map(std::mem::forget).is_some(),
+            };
+            if !got {
+                self.release(&mut taken);
+                return None;
+            }
+            match mode {
+                Mode::Shared => taken.shared.push(i),
+                Mode::Exclusive => taken.exclusive.push(i),
+            }
+        }
+        Some(taken)
+    }
+
+    /// Takes every stripe of `stripes` in `mode`, waiting for each in stripe order. The
+    /// caller must hold no other [`Taken`] stripes, or two threads could wait for each other.
+    pub fn take(&self, stripes: &Stripes, mode: Mode) -> Taken {
+        let mut taken = Taken::default();
+        for &i in &stripes.0 {
+            let stripe = &self.stripes[i as usize];
+            match mode {
+                Mode::Shared => {
+                    std::mem::forget(stripe.read());
+                    taken.shared.push(i);
+                }
+                Mode::Exclusive => {
+                    std::mem::forget(stripe.write());
+                    taken.exclusive.push(i);
+                }
+            }
+        }
+        taken
+    }
+
+    /// Gives back stripes [`KeyLocks::try_take`] or [`KeyLocks::take`] took, leaving `taken`
+    /// empty (its room kept for the next stripes).
+    pub fn release(&self, taken: &mut Taken) {
+        for i in taken.shared.drain(..) {
+            // SAFETY: a `Taken` is only filled by `try_take` and `take` of this set (or by
+            // `absorb` from another `Taken`), each entry right after a read guard of that
+            // stripe was forgotten, and each entry is drained here once: each call gives back
+            // one read lock this code holds.
+            unsafe { self.stripes[i as usize].force_unlock_read() };
+        }
+        for i in taken.exclusive.drain(..) {
+            // SAFETY: as above, for a forgotten write guard.
+            unsafe { self.stripes[i as usize].force_unlock_write() };
         }
     }
 }
@@ -80,5 +206,44 @@ mod tests {
         let held = locks.lock_many([&b"a"[..], b"a", b"b"].into_iter());
         drop(held);
         let _one = locks.lock(b"a");
+    }
+
+    #[test]
+    fn blind_writes_share_a_stripe_that_a_read_modify_write_excludes() {
+        let locks = KeyLocks::default();
+        let keys = || Stripes::of([&b"k"[..], b"k2"].into_iter());
+        let mut first = locks.try_take(&keys(), Mode::Shared).expect("free stripes");
+        let mut second = locks
+            .try_take(&keys(), Mode::Shared)
+            .expect("shared stripes can be shared");
+        assert!(
+            locks.try_take(&keys(), Mode::Exclusive).is_none(),
+            "an exclusive take of shared stripes succeeded"
+        );
+        locks.release(&mut first);
+        assert!(locks.try_take(&keys(), Mode::Exclusive).is_none());
+        locks.release(&mut second);
+        let mut exclusive = locks
+            .try_take(&keys(), Mode::Exclusive)
+            .expect("released stripes are free");
+        assert!(locks.try_take(&keys(), Mode::Shared).is_none());
+        locks.release(&mut exclusive);
+        drop(locks.lock(b"k"));
+    }
+
+    #[test]
+    fn a_failed_try_take_holds_nothing() {
+        let locks = KeyLocks::default();
+        let mut held = locks.take(&Stripes::of([&b"b"[..]].into_iter()), Mode::Exclusive);
+        let both = || Stripes::of([&b"a"[..], b"b", b"c"].into_iter());
+        assert!(locks.try_take(&both(), Mode::Exclusive).is_none());
+        // Whatever it took before meeting "b" was given back: "a" and "c" are free.
+        drop(locks.lock(b"a"));
+        drop(locks.lock(b"c"));
+        locks.release(&mut held);
+        let mut all = locks
+            .try_take(&both(), Mode::Exclusive)
+            .expect("all free now");
+        locks.release(&mut all);
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ringkv_common::command::resolve;
 use ringkv_common::resp::Reply;
-use ringkv_storage::{Fsync, Hosting, Storage, StorageConfig, StorageError};
+use ringkv_storage::{Deferred, Fsync, Hosting, Storage, StorageConfig, StorageError};
 
 fn open(dir: &std::path::Path, shards: u32) -> Arc<Storage> {
     Storage::open(StorageConfig::new(dir, shards, false, Fsync::No)).expect("open storage")
@@ -382,7 +382,7 @@ fn a_group_of_writes_and_increments_answers_as_the_requests_one_by_one() {
         group.push(spec, what, &request, None);
     }
     let mut replies = Vec::new();
-    grouped.execute_group(&mut group, &mut replies);
+    grouped.execute_group(&mut group, &mut replies, &mut Deferred::default());
     assert!(group.is_empty(), "the group is emptied for reuse");
     assert_eq!(replies, expected);
     assert!(replies.contains(&Reply::Int(42)), "{replies:?}");
@@ -411,7 +411,7 @@ fn incr_in_a_group(st: &Storage, key: &str) -> Reply {
     let mut group = WriteGroup::default();
     group.push(spec, what, &request, None);
     let mut replies = Vec::new();
-    st.execute_group(&mut group, &mut replies);
+    st.execute_group(&mut group, &mut replies, &mut Deferred::default());
     assert_eq!(replies.len(), 1);
     replies.remove(0)
 }

@@ -11,7 +11,7 @@
 use bytes::Bytes;
 use ringkv_common::command::gatherable;
 use ringkv_common::resp::Reply;
-use ringkv_storage::{Fsync, Storage, StorageConfig, WriteGroup};
+use ringkv_storage::{Deferred, Fsync, Storage, StorageConfig, WriteGroup};
 
 #[path = "../../common/tests/support/counting_allocator.rs"]
 mod counting_allocator;
@@ -49,7 +49,7 @@ fn run_rounds(
             let (spec, what) = gatherable(request).expect("every request gathers");
             group.push(spec, what, request, None);
         }
-        st.execute_group(group, &mut replies);
+        st.execute_group(group, &mut replies, &mut Deferred::default());
     }
     (allocations() - before, replies)
 }

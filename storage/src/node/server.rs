@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::ownership::Ownership;
-use crate::{Scope, Storage, WriteGroup};
+use crate::{Deferred, Scope, Storage, WriteGroup};
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 64 * 1024;
@@ -65,6 +65,8 @@ struct Gathering {
     group: WriteGroup,
     /// The replies of the last group run, reused from group to group.
     replies: Vec<Reply>,
+    /// The loop turns this batch's groups wait in, for [`end_batch`].
+    deferred: Deferred,
 }
 
 impl Gathering {
@@ -103,7 +105,7 @@ impl Gathering {
             return false;
         }
         ctx.storage
-            .execute_group(&mut self.group, &mut self.replies);
+            .execute_group(&mut self.group, &mut self.replies, &mut self.deferred);
         let mut wrote = false;
         for reply in self.replies.drain(..) {
             wrote |= !reply.is_error();
@@ -133,6 +135,7 @@ impl Drop for Connected<'_> {
 /// finishing the batch in progress).
 pub async fn serve(mut stream: TcpStream, ctx: Arc<NodeContext>, mut stop: watch::Receiver<bool>) {
     let _counted = Connected::new(&ctx.connections);
+    let _turn = ctx.storage.ends_turn();
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(%err, "cannot disable Nagle's algorithm");
     }
@@ -197,7 +200,8 @@ async fn run(
                         break;
                     }
                     if output.len() >= FLUSH_AT {
-                        end_batch(ctx, std::mem::take(&mut wrote)).await?;
+                        let deferred = std::mem::take(&mut gathering.deferred);
+                        end_batch(ctx, std::mem::take(&mut wrote), deferred).await?;
                         stream.write_all(&output).await?;
                         output.clear();
                     }
@@ -213,7 +217,7 @@ async fn run(
             }
         }
         wrote |= gathering.run(ctx, &mut output);
-        end_batch(ctx, wrote).await?;
+        end_batch(ctx, wrote, std::mem::take(&mut gathering.deferred)).await?;
         if !output.is_empty() {
             stream.write_all(&output).await?;
             output.clear();
@@ -248,8 +252,10 @@ fn present_secret(ctx: &NodeContext, args: &[Bytes]) -> Reply {
 /// closes the connection with none of its replies sent, and the proxy answers the requests
 /// on it with an error, not an acknowledgement. A batch whose writes all failed has nothing
 /// to make durable (`wrote` is false) and gets its errors.
-async fn end_batch(ctx: &NodeContext, wrote: bool) -> io::Result<()> {
-    if !wrote {
+async fn end_batch(ctx: &NodeContext, wrote: bool, deferred: Deferred) -> io::Result<()> {
+    // Deferred groups hold key locks until their turn is applied, even when every one of
+    // their requests failed.
+    if !wrote && deferred.is_empty() {
         return Ok(());
     }
     // Group commit, as the standalone server does (`Backend::end_batch`): the other
@@ -258,13 +264,15 @@ async fn end_batch(ctx: &NodeContext, wrote: bool) -> io::Result<()> {
     tokio::task::yield_now().await;
     let result = if ctx.storage.end_batch_blocks() {
         let storage = Arc::clone(&ctx.storage);
-        match tokio::task::spawn_blocking(move || storage.end_batch(mark)).await {
+        match tokio::task::spawn_blocking(move || storage.end_batch(mark, deferred)).await {
             Ok(result) => result.map_err(|err| err.to_string()),
             // The sync did not finish (it panicked, or the runtime is shutting down).
             Err(err) => Err(err.to_string()),
         }
     } else {
-        ctx.storage.end_batch(mark).map_err(|err| err.to_string())
+        ctx.storage
+            .end_batch(mark, deferred)
+            .map_err(|err| err.to_string())
     };
     result.map_err(|err| {
         tracing::error!(%err, "writing the WAL failed: closing the connection without its replies");
@@ -294,6 +302,8 @@ async fn handle(ctx: &NodeContext, args: &[Bytes]) -> (Reply, bool, bool) {
                 .iter()
                 .any(|w| a.eq_ignore_ascii_case(w))
         });
+        // The walk runs on another thread: this one's pending writes go first.
+        ctx.storage.end_turn();
         let storage = Arc::clone(&ctx.storage);
         let stats = tokio::task::spawn_blocking(move || storage.read_stats(keyspace))
             .await
@@ -432,6 +442,7 @@ async fn run_scoped(
         let wrote = wrote(&reply);
         return (reply, wrote);
     }
+    ctx.storage.end_turn();
     let storage = Arc::clone(&ctx.storage);
     let owned = inner.to_vec();
     let reply = tokio::task::spawn_blocking(move || storage.execute_in(scope, spec, &owned))

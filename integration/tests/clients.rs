@@ -3,6 +3,8 @@
 //! atomic read-modify-write under many concurrent clients.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -402,6 +404,77 @@ async fn writes_applied_a_loop_turn_at_a_time_stay_atomic_and_in_order() {
     let total: i64 = query(&mut con, &["GET", "total"]).await;
     assert_eq!(total, added, "increments lost");
     assert_eq!(added, (3 * CLIENTS * ROUNDS) as i64);
+}
+
+/// FLUSHALL locks every key while the pipelined writes and increments of clients on both
+/// loops hold their keys' locks until their loop's turn is applied, and the expiry sweep
+/// deletes keys under the same locks: everyone must get through, none waiting on another
+/// for ever (a hang shows as a client timing out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushall_amid_pipelined_writes_on_every_loop_gets_through() {
+    const WRITERS: usize = 16;
+    const ROUNDS: usize = 50;
+    let server = Server::ringkv(&[]);
+    let done = Arc::new(AtomicBool::new(false));
+    let mut flushers = Vec::new();
+    for _ in 0..2 {
+        let (url, done) = (server.url(), Arc::clone(&done));
+        flushers.push(tokio::spawn(async move {
+            let mut con = connect_url(&url).await;
+            let mut flushes = 0u32;
+            while !done.load(Ordering::Relaxed) {
+                let () = redis::cmd("FLUSHALL")
+                    .query_async(&mut con)
+                    .await
+                    .expect("FLUSHALL amid writes");
+                flushes += 1;
+            }
+            flushes
+        }));
+    }
+    let mut writers = Vec::new();
+    for writer in 0..WRITERS {
+        let url = server.url();
+        writers.push(tokio::spawn(async move {
+            let mut con = connect_url(&url).await;
+            for round in 0..ROUNDS {
+                let mut pipe = redis::pipe();
+                let mut mset = redis::cmd("MSET");
+                for key in 0..10 {
+                    mset.arg(format!("w:{}", (writer * 7 + round + key) % 64))
+                        .arg(round);
+                }
+                pipe.add_command(mset).ignore();
+                pipe.cmd("INCR").arg(format!("c:{}", round % 8));
+                pipe.cmd("SET")
+                    .arg(format!("e:{writer}"))
+                    .arg(round)
+                    .arg("PX")
+                    .arg(1)
+                    .ignore();
+                pipe.cmd("INCRBY").arg(format!("c:{}", round % 8)).arg(2);
+                let (first, second): (i64, i64) = pipe
+                    .query_async(&mut con)
+                    .await
+                    .unwrap_or_else(|e| panic!("writer {writer}, round {round}: {e}"));
+                assert!(
+                    first >= 1 && second >= 2,
+                    "increments after FLUSHALL answered {first} and {second}"
+                );
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer task");
+    }
+    done.store(true, Ordering::Relaxed);
+    for flusher in flushers {
+        assert!(flusher.await.expect("flusher task") > 0, "no FLUSHALL ran");
+    }
+    let mut con = connect(&server).await;
+    let () = query(&mut con, &["SET", "after", "1"]).await;
+    let after: i64 = query(&mut con, &["INCR", "after"]).await;
+    assert_eq!(after, 2);
 }
 
 /// A pipeline whose gathered requests all fail writes nothing, and must leave no key locked:

@@ -257,6 +257,46 @@ fn flushall_empties_every_shard() {
     );
 }
 
+/// A FLUSHALL clears only the shards that hold records: each cleared shard's memtable is
+/// written out as a file, so clearing every shard of a nearly empty store made one file per
+/// shard, and the next FLUSHALL waited for them.
+#[test]
+fn flushall_leaves_shards_without_records_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = open(dir.path(), 64);
+    let tables = || {
+        std::fs::read_dir(dir.path())
+            .expect("the data directory")
+            .flatten()
+            .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "sst"))
+            .count()
+    };
+    let before = tables();
+    for round in 0..5 {
+        assert_eq!(run(&st, &["SET", "only", "v"]), Reply::Ok);
+        assert_eq!(run(&st, &["FLUSHALL"]), Reply::Ok);
+        assert_eq!(run(&st, &["GET", "only"]), Reply::Nil, "round {round}");
+        assert_eq!(run(&st, &["DBSIZE"]), Reply::Int(0), "round {round}");
+    }
+    // A FLUSHALL of an empty store, and of one whose only records a FLUSHALL cleared.
+    assert_eq!(run(&st, &["FLUSHALL"]), Reply::Ok);
+    st.flush().expect("flushing the memtables");
+    let made = tables() - before;
+    assert!(
+        made <= 6,
+        "5 FLUSHALLs of one key's shard and one of nothing wrote {made} table files over 64 \
+         shards"
+    );
+    // The keys of every shard are still cleared when they have records.
+    for i in 0..200 {
+        run(&st, &["SET", &format!("k{i}"), "v"]);
+    }
+    run(&st, &["SET", "ttl", "v", "EX", "100"]);
+    assert_eq!(run(&st, &["FLUSHALL"]), Reply::Ok);
+    assert_eq!(run(&st, &["DBSIZE"]), Reply::Int(0));
+    assert_eq!(run(&st, &["TTL", "ttl"]), Reply::Int(-2));
+}
+
 #[test]
 fn in_memory_store_keeps_nothing_on_disk() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -476,8 +476,8 @@ impl Connection {
     /// process; when it could not, none of the batch's replies leave and the connection
     /// closes, so the client sees what a crash would show it, not an acknowledgement.
     async fn flush(&mut self, ctx: &ServerContext) -> io::Result<()> {
-        // Deferred groups hold key locks until their turn is applied, even when every one of
-        // their requests failed.
+        // A batch whose groups wait in a turn settles it whatever its replies were: the
+        // groups hold key locks until it is applied.
         let deferred = std::mem::take(&mut self.gathering.deferred);
         if std::mem::take(&mut self.wrote) || !deferred.is_empty() {
             if let Err(err) = ctx.backend.end_batch(deferred).await {

@@ -253,8 +253,8 @@ fn present_secret(ctx: &NodeContext, args: &[Bytes]) -> Reply {
 /// on it with an error, not an acknowledgement. A batch whose writes all failed has nothing
 /// to make durable (`wrote` is false) and gets its errors.
 async fn end_batch(ctx: &NodeContext, wrote: bool, deferred: Deferred) -> io::Result<()> {
-    // Deferred groups hold key locks until their turn is applied, even when every one of
-    // their requests failed.
+    // A batch whose groups wait in a turn settles it whatever its replies were: the groups
+    // hold key locks until it is applied.
     if !wrote && deferred.is_empty() {
         return Ok(());
     }

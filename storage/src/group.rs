@@ -160,7 +160,7 @@ impl Storage {
         };
         let mut batch = self.engine.batch();
         let mut counters = SmallVec::new();
-        if let Err(failure) = self.build_group(group, replies, &mut batch, &mut counters) {
+        if let Err(failure) = self.build_group(group, blind, replies, &mut batch, &mut counters) {
             self.locks.release(&mut taken);
             return Err(failure);
         }
@@ -186,16 +186,18 @@ impl Storage {
 
     /// Runs the group's requests against what it has itself written so far, pushing their
     /// replies, and puts its records into `batch` and the integers its increments leave into
-    /// `counters` (for the counter cache once the batch is applied).
+    /// `counters` (for the counter cache once the batch is applied). `blind`: the group has
+    /// only blind writes.
     fn build_group(
         &self,
         group: &WriteGroup,
+        blind: bool,
         replies: &mut Vec<Reply>,
         batch: &mut Writes,
         counters: &mut SmallVec<[(Bytes, Counter); INLINE_COUNTERS]>,
     ) -> Result<(), Failure> {
         // Blind writes only: nothing reads, the pairs go straight into the batch.
-        if group.ops.iter().all(|op| op.what == Gathered::Put) {
+        if blind {
             for pair in group.args.chunks_exact(2) {
                 self.engine
                     .put(batch, self.shard(&pair[0]), &pair[0], 0, &pair[1])?;

@@ -31,9 +31,44 @@ pub fn shard_of(key: &[u8], shards: u32) -> u32 {
     (stable_hash(hash_tag(key)) % u64::from(shards)) as u32
 }
 
+/// [`shard_of`] for a key whose [`stable_hash`] is already known (a write group hashes each
+/// key once for its lock stripe, its shard and its scan order): the key is hashed again only
+/// if it has a hash tag.
+#[inline]
+pub fn shard_of_hashed(key: &[u8], hash: u64, shards: u32) -> u32 {
+    let tag = hash_tag(key);
+    // A tag is strictly shorter than its key (the braces), so equal lengths mean no tag.
+    let hash = if tag.len() == key.len() {
+        hash
+    } else {
+        stable_hash(tag)
+    };
+    (hash % u64::from(shards)) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_known_hash_gives_the_same_shard() {
+        for key in [
+            &b"plain"[..],
+            b"{user1000}.following",
+            b"foo{}{bar}",
+            b"{}",
+            b"",
+        ] {
+            for shards in [1, 7, 256] {
+                assert_eq!(
+                    shard_of_hashed(key, stable_hash(key), shards),
+                    shard_of(key, shards),
+                    "{}",
+                    String::from_utf8_lossy(key)
+                );
+            }
+        }
+    }
 
     #[test]
     fn hash_tag_follows_redis_cluster_rules() {

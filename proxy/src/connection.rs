@@ -119,16 +119,17 @@ struct Gathering {
 }
 
 impl Gathering {
-    /// Takes `args` into the group if it is gatherable and the session may run it;
-    /// otherwise leaves it to dispatch (which answers NOAUTH / NOPERM in order).
-    fn absorb(&mut self, args: &[Bytes], session: &Session) -> bool {
+    /// Takes `args` into the group (moving its arguments out; the caller clears the rest) if
+    /// it is gatherable and the session may run it; otherwise leaves it to dispatch (which
+    /// answers NOAUTH / NOPERM in order).
+    fn absorb(&mut self, args: &mut Vec<Bytes>, session: &Session) -> bool {
         let Some((spec, what)) = command::gatherable(args) else {
             return false;
         };
         if authorize(session, spec, args).is_err() {
             return false;
         }
-        self.group.push(spec, what, args, None);
+        self.group.push(spec, what, args, 0, None);
         self.specs.push(spec);
         true
     }
@@ -338,7 +339,7 @@ impl Connection {
                 },
                 Ok(Parsed::Request)
                     if ctx.backend.coalesces_writes()
-                        && self.gathering.absorb(&self.args, &self.session) =>
+                        && self.gathering.absorb(&mut self.args, &self.session) =>
                 {
                     self.args.clear()
                 }

@@ -515,7 +515,21 @@ impl Engine {
         expire_at: i64,
         payload: &[u8],
     ) -> Result<(), EngineError> {
-        let order = layout::order_of(key);
+        self.put_ordered(batch, shard, key, layout::order_of(key), expire_at, payload)
+    }
+
+    /// [`Engine::put`] for a key whose scan order ([`layout::order_of`]) is already known: a
+    /// write group hashes each key once.
+    pub fn put_ordered(
+        &self,
+        batch: &mut Writes,
+        shard: u32,
+        key: &[u8],
+        order: u64,
+        expire_at: i64,
+        payload: &[u8],
+    ) -> Result<(), EngineError> {
+        debug_assert_eq!(order, layout::order_of(key));
         batch.written.push(order);
         self.put_record(batch, shard, key, order, expire_at, payload)
     }
@@ -524,16 +538,19 @@ impl Engine {
     /// the key's counter-cache entry: until the write is applied the entry still holds what
     /// RocksDB holds, and after it the caller stores the new value with
     /// [`Engine::remember_counter`]. A counter's entry is so updated in place, not dropped
-    /// and made again (an allocation per key and group).
+    /// and made again (an allocation per key and group). `order` is the key's
+    /// [`layout::order_of`].
     pub fn put_increment(
         &self,
         batch: &mut Writes,
         shard: u32,
         key: &[u8],
+        order: u64,
         expire_at: i64,
         payload: &[u8],
     ) -> Result<(), EngineError> {
-        self.put_record(batch, shard, key, layout::order_of(key), expire_at, payload)
+        debug_assert_eq!(order, layout::order_of(key));
+        self.put_record(batch, shard, key, order, expire_at, payload)
     }
 
     fn put_record(

@@ -22,6 +22,7 @@ use smallvec::SmallVec;
 
 use crate::counters::Counter;
 use crate::engine::Writes;
+use crate::layout;
 use crate::locks::{Mode, Stripes};
 use crate::strings::{incremented, read_incremented};
 use crate::turn::Deferred;
@@ -33,9 +34,12 @@ const INLINE_COUNTERS: usize = 16;
 /// Gathered requests, waiting for [`Storage::execute_group`].
 #[derive(Default)]
 pub struct WriteGroup {
-    /// Every request's arguments after its name (keys, values, deltas), sharing the request
-    /// buffers (no copy).
+    /// Every request's arguments after its name (keys, values, deltas), moved out of the
+    /// parsed request (no copy, no reference count taken).
     args: Vec<Bytes>,
+    /// Every key's [`layout::order_of`] (its placement hash), in the keys' order in `args`:
+    /// its lock stripe, its shard and its scan order all come from this one hash.
+    hashes: Vec<u64>,
     ops: Vec<Op>,
 }
 
@@ -45,26 +49,47 @@ struct Op {
     what: Gathered,
     /// Its arguments in `WriteGroup::args`.
     args: Range<usize>,
+    /// Its keys' hashes in `WriteGroup::hashes`.
+    hashes: Range<usize>,
     /// The shard a storage node checked it against, for the per-shard metrics.
     shard: Option<u32>,
 }
 
+/// Every how many of a request's arguments (after its name) a key comes: the pairs of a
+/// blind write, the one key of an increment.
+fn key_step(what: Gathered, args: usize) -> usize {
+    if what == Gathered::Put {
+        2
+    } else {
+        args.max(1)
+    }
+}
+
 impl WriteGroup {
-    /// Adds a request (`args[0]` is its name) that [`ringkv_common::command::gatherable`]
-    /// accepted; `shard` is the shard a storage node checked its keys against.
+    /// Adds the request `args[from..]` (`args[from]` is its name) that
+    /// [`ringkv_common::command::gatherable`] accepted, moving its arguments out of `args`
+    /// (what is left is the caller's to clear); `shard` is the shard a storage node checked
+    /// its keys against.
     pub fn push(
         &mut self,
         spec: &'static CommandSpec,
         what: Gathered,
-        args: &[Bytes],
+        args: &mut Vec<Bytes>,
+        from: usize,
         shard: Option<u32>,
     ) {
         let start = self.args.len();
-        self.args.extend_from_slice(&args[1..]);
+        let first_hash = self.hashes.len();
+        self.args.extend(args.drain(from + 1..));
+        let moved = &self.args[start..];
+        let step = key_step(what, moved.len());
+        self.hashes
+            .extend(moved.iter().step_by(step).map(|key| layout::order_of(key)));
         self.ops.push(Op {
             spec,
             what,
             args: start..self.args.len(),
+            hashes: first_hash..self.hashes.len(),
             shard,
         });
     }
@@ -82,20 +107,16 @@ impl WriteGroup {
     /// Forgets every request (their buffers are kept for the next group).
     pub fn clear(&mut self) {
         self.args.clear();
+        self.hashes.clear();
         self.ops.clear();
     }
 
-    /// Every key the group writes, for the locks.
-    fn keys(&self) -> impl Iterator<Item = &[u8]> {
-        self.ops.iter().flat_map(|op| {
-            let args = &self.args[op.args.clone()];
-            let step = if op.what == Gathered::Put {
-                2
-            } else {
-                args.len()
-            };
-            args.iter().step_by(step).map(|k| &k[..])
-        })
+    /// A request's keys, each with its hash.
+    fn keys(&self, op: &Op) -> impl Iterator<Item = (&Bytes, u64)> {
+        let args = &self.args[op.args.clone()];
+        args.iter()
+            .step_by(key_step(op.what, args.len()))
+            .zip(self.hashes[op.hashes.clone()].iter().copied())
     }
 }
 
@@ -126,9 +147,10 @@ impl Storage {
         let outcome = self.run_group(group, replies, deferred);
         let took = started.elapsed() / u32::try_from(group.ops.len().max(1)).unwrap_or(u32::MAX);
         for op in &group.ops {
-            let shard = op
-                .shard
-                .or_else(|| group.args.get(op.args.start).map(|key| self.shard(key)));
+            let shard = op.shard.or_else(|| {
+                let (key, hash) = group.keys(op).next()?;
+                Some(self.shard_hashed(key, hash))
+            });
             self.record(op.spec, shard, took);
         }
         if let Err(failure) = outcome {
@@ -148,7 +170,7 @@ impl Storage {
         // Blind writes read nothing: they may share their stripes with each other.
         let blind = group.ops.iter().all(|op| op.what == Gathered::Put);
         let mode = if blind { Mode::Shared } else { Mode::Exclusive };
-        let stripes = Stripes::of(group.keys());
+        let stripes = Stripes::of_hashes(group.hashes.iter().copied());
         let defers = self.defers_writes();
         let mut taken = match defers.then(|| self.locks.try_take(&stripes, mode)) {
             Some(Some(taken)) => taken,
@@ -196,39 +218,45 @@ impl Storage {
         batch: &mut Writes,
         counters: &mut SmallVec<[(Bytes, Counter); INLINE_COUNTERS]>,
     ) -> Result<(), Failure> {
-        // Blind writes only: nothing reads, the pairs go straight into the batch.
+        // Blind writes only: nothing reads, the pairs go straight into the batch (one hash
+        // per pair).
         if blind {
-            for pair in group.args.chunks_exact(2) {
-                self.engine
-                    .put(batch, self.shard(&pair[0]), &pair[0], 0, &pair[1])?;
+            for (pair, &hash) in group.args.chunks_exact(2).zip(&group.hashes) {
+                let (key, value) = (&pair[0], &pair[1]);
+                let shard = self.shard_hashed(key, hash);
+                self.engine.put_ordered(batch, shard, key, hash, 0, value)?;
             }
             replies.extend(group.ops.iter().map(|_| Reply::Ok));
             return Ok(());
         }
-        // What the group has written so far: key → (expiry, value). Sized once for the
+        // What the group has written so far: key → (hash, expiry, value). Sized once for the
         // group (growing it step by step was four allocations for 16 INCRs).
-        let mut written: AHashMap<&Bytes, (i64, Pending)> =
+        let mut written: AHashMap<&Bytes, (u64, i64, Pending)> =
             AHashMap::with_capacity(group.args.len());
         let now = now_ms();
         for op in &group.ops {
-            let args = &group.args[op.args.clone()];
             match op.what {
                 Gathered::Put => {
-                    for pair in args.chunks_exact(2) {
-                        written.insert(&pair[0], (0, Pending::Bytes(pair[1].clone())));
+                    let values = group.args[op.args.clone()].iter().skip(1).step_by(2);
+                    for ((key, hash), value) in group.keys(op).zip(values) {
+                        written.insert(key, (hash, 0, Pending::Bytes(value.clone())));
                     }
                     replies.push(Reply::Ok);
                 }
                 Gathered::Add(by) => {
-                    let key = &args[0];
+                    // `gatherable` takes an increment only with its key.
+                    let Some((key, hash)) = group.keys(op).next() else {
+                        replies.push(Reply::error("ERR wrong number of arguments"));
+                        continue;
+                    };
                     let (expire_at, sum) = match written.get(key) {
-                        Some(&(at, Pending::Int(n))) => (at, n.checked_add(by).ok_or(OVERFLOW)),
-                        Some((at, Pending::Bytes(b))) => (*at, incremented(Some(b), by)),
+                        Some(&(_, at, Pending::Int(n))) => (at, n.checked_add(by).ok_or(OVERFLOW)),
+                        Some((_, at, Pending::Bytes(b))) => (*at, incremented(Some(b), by)),
                         None => read_incremented(self, key, now, by)?,
                     };
                     replies.push(match sum {
                         Ok(sum) => {
-                            written.insert(key, (expire_at, Pending::Int(sum)));
+                            written.insert(key, (hash, expire_at, Pending::Int(sum)));
                             Reply::Int(sum)
                         }
                         Err(error) => error,
@@ -237,14 +265,16 @@ impl Storage {
             }
         }
         let mut digits = itoa::Buffer::new();
-        for (&key, &(expire_at, ref value)) in &written {
-            let shard = self.shard(key);
+        for (&key, &(hash, expire_at, ref value)) in &written {
+            let shard = self.shard_hashed(key, hash);
             match value {
-                Pending::Bytes(b) => self.engine.put(batch, shard, key, expire_at, b)?,
+                Pending::Bytes(b) => self
+                    .engine
+                    .put_ordered(batch, shard, key, hash, expire_at, b)?,
                 &Pending::Int(value) => {
                     let payload = digits.format(value).as_bytes();
                     self.engine
-                        .put_increment(batch, shard, key, expire_at, payload)?;
+                        .put_increment(batch, shard, key, hash, expire_at, payload)?;
                     counters.push((key.clone(), Counter { expire_at, value }));
                 }
             }

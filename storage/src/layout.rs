@@ -31,7 +31,8 @@ pub fn record_prefix(record_key: &[u8]) -> &[u8] {
     &record_key[..len.min(record_key.len())]
 }
 
-/// A key's position in its shard's scan order.
+/// A key's position in its shard's scan order: its placement hash, so the lock stripe, the
+/// shard and the order of a key a write group gathers all come from one hash.
 #[inline]
 pub fn order_of(key: &[u8]) -> u64 {
     stable_hash(key)

@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use ringkv_common::command::{flag, Cmd, CommandSpec};
-use ringkv_common::placement::shard_of;
+use ringkv_common::placement::{shard_of, shard_of_hashed};
 use ringkv_common::resp::Reply;
 
 pub use config::{Fsync, Hosting, StorageConfig, StorageError};
@@ -153,6 +153,12 @@ impl Storage {
     #[inline]
     pub fn shard(&self, key: &[u8]) -> u32 {
         shard_of(key, self.engine.shards())
+    }
+
+    /// [`Storage::shard`] of a key whose [`layout::order_of`] (its placement hash) is known.
+    #[inline]
+    pub(crate) fn shard_hashed(&self, key: &[u8], hash: u64) -> u32 {
+        shard_of_hashed(key, hash, self.engine.shards())
     }
 
     /// Opens the column families of `shards` (creating the new ones together), so that the

@@ -54,8 +54,14 @@ pub struct Stripes(SmallVec<[u32; INLINE_STRIPES]>);
 impl Stripes {
     /// The stripes of `keys`.
     pub fn of<'k>(keys: impl Iterator<Item = &'k [u8]>) -> Stripes {
-        let mut indexes: SmallVec<[u32; INLINE_STRIPES]> =
-            keys.map(|key| KeyLocks::stripe(key) as u32).collect();
+        Stripes::of_hashes(keys.map(stable_hash))
+    }
+
+    /// The stripes of the keys whose [`stable_hash`]es these are.
+    pub fn of_hashes(hashes: impl Iterator<Item = u64>) -> Stripes {
+        let mut indexes: SmallVec<[u32; INLINE_STRIPES]> = hashes
+            .map(|hash| KeyLocks::stripe_of(hash) as u32)
+            .collect();
         indexes.sort_unstable();
         indexes.dedup();
         Stripes(indexes)
@@ -110,7 +116,12 @@ impl Default for KeyLocks {
 
 impl KeyLocks {
     fn stripe(key: &[u8]) -> usize {
-        (stable_hash(key) >> 20) as usize % STRIPES
+        Self::stripe_of(stable_hash(key))
+    }
+
+    /// The stripe of the key whose [`stable_hash`] is `hash`.
+    fn stripe_of(hash: u64) -> usize {
+        (hash >> 20) as usize % STRIPES
     }
 
     /// Locks one key's stripe.

@@ -12,6 +12,7 @@ use ringkv_common::resp::Reply;
 use crate::counters::Counter;
 use crate::engine::EngineError;
 use crate::float::{incr_by_float, FloatError};
+use crate::layout;
 use crate::value::Value;
 use crate::{Outcome, Storage};
 
@@ -391,8 +392,14 @@ fn incr_by(st: &Storage, key: &Bytes, by: i64) -> Outcome {
     let mut batch = st.engine.batch();
     let mut digits = itoa::Buffer::new();
     let payload = digits.format(next).as_bytes();
-    st.engine
-        .put_increment(&mut batch, st.shard(key), key, expire_at, payload)?;
+    st.engine.put_increment(
+        &mut batch,
+        st.shard(key),
+        key,
+        layout::order_of(key),
+        expire_at,
+        payload,
+    )?;
     st.engine.write(batch)?;
     st.engine.remember_counter(
         key,

@@ -399,6 +399,10 @@ fn a_group_of_writes_and_increments_answers_as_the_requests_one_by_one() {
         &["INCRBY", "ttl", "5"],
         &["SET", "n", "x"],
         &["DECR", "n"],
+        // Hash-tagged keys: their shard comes from the tag, not from the key's own hash.
+        &["MSET", "{t}a", "1", "{t}b", "x"],
+        &["INCRBY", "{t}a", "4"],
+        &["INCR", "{t}c"],
     ];
     let args = |words: &[&str]| -> Vec<Bytes> {
         words
@@ -416,10 +420,20 @@ fn a_group_of_writes_and_increments_answers_as_the_requests_one_by_one() {
 
     let expected: Vec<Reply> = script.iter().map(|w| run(&one_by_one, w)).collect();
     let mut group = WriteGroup::default();
-    for words in script {
-        let request = args(words);
-        let (spec, what) = gatherable(&request).expect("every request of the script gathers");
-        group.push(spec, what, &request, None);
+    for (i, words) in script.iter().enumerate() {
+        let inner = args(words);
+        let (spec, what) = gatherable(&inner).expect("every request of the script gathers");
+        // Every other request comes in an envelope, as on a storage node: the group takes
+        // the arguments after the command's name and leaves the rest.
+        let mut request = if i % 2 == 0 {
+            Vec::new()
+        } else {
+            args(&["SHARDS", "7"])
+        };
+        let from = request.len();
+        request.extend(inner);
+        group.push(spec, what, &mut request, from, None);
+        assert_eq!(request.len(), from + 1, "{words:?}");
     }
     let mut replies = Vec::new();
     grouped.execute_group(&mut group, &mut replies, &mut Deferred::default());
@@ -428,7 +442,7 @@ fn a_group_of_writes_and_increments_answers_as_the_requests_one_by_one() {
     assert!(replies.contains(&Reply::Int(42)), "{replies:?}");
     assert!(replies.iter().filter(|r| r.is_error()).count() >= 3);
 
-    for key in ["n", "s", "m", "big", "ttl"] {
+    for key in ["n", "s", "m", "big", "ttl", "{t}a", "{t}b", "{t}c"] {
         assert_eq!(
             run(&grouped, &["GET", key]),
             run(&one_by_one, &["GET", key]),
@@ -443,13 +457,13 @@ fn incr_in_a_group(st: &Storage, key: &str) -> Reply {
     use ringkv_common::command::gatherable;
     use ringkv_storage::WriteGroup;
 
-    let request: Vec<Bytes> = ["INCR", key]
+    let mut request: Vec<Bytes> = ["INCR", key]
         .iter()
         .map(|w| Bytes::copy_from_slice(w.as_bytes()))
         .collect();
     let (spec, what) = gatherable(&request).expect("INCR gathers");
     let mut group = WriteGroup::default();
-    group.push(spec, what, &request, None);
+    group.push(spec, what, &mut request, 0, None);
     let mut replies = Vec::new();
     st.execute_group(&mut group, &mut replies, &mut Deferred::default());
     assert_eq!(replies.len(), 1);

@@ -70,10 +70,11 @@ struct Gathering {
 }
 
 impl Gathering {
-    /// Takes `args` into the group if it is gatherable and this node may run it now (served
-    /// shards and epoch, keys in the envelope's shard, no per-write sync); otherwise leaves it to
+    /// Takes `args` into the group (moving the inner command's arguments out; the caller
+    /// clears the rest) if it is gatherable and this node may run it now (served shards and
+    /// epoch, keys in the envelope's shard, no per-write sync); otherwise leaves it to
     /// [`handle`], which answers it (or refuses it) on its own.
-    fn absorb(&mut self, ctx: &NodeContext, args: &[Bytes]) -> bool {
+    fn absorb(&mut self, ctx: &NodeContext, args: &mut Vec<Bytes>) -> bool {
         let Some(Ok((shard, epoch, inner))) = open_enveloped(args) else {
             return false;
         };
@@ -94,7 +95,8 @@ impl Gathering {
             return false;
         }
         ctx.commands.fetch_add(1, Ordering::Relaxed);
-        self.group.push(spec, what, inner, shard);
+        let from = args.len() - inner.len();
+        self.group.push(spec, what, args, from, shard);
         true
     }
 
@@ -183,7 +185,7 @@ async fn run(
                         break;
                     }
                 }
-                Ok(Parsed::Request) if gathering.absorb(ctx, &args) => {
+                Ok(Parsed::Request) if gathering.absorb(ctx, &mut args) => {
                     args.clear();
                     if gathering.group.len() >= MAX_GATHERED {
                         wrote |= gathering.run(ctx, &mut output);

@@ -68,23 +68,47 @@ impl Ownership {
     /// Whether a request routed by `envelope` may run here: the node must serve the shard,
     /// and its map must not be older than the proxy's.
     pub fn check(&self, envelope: Envelope) -> Result<(), Refusal> {
-        let view = self.view.load();
-        if envelope.epoch > view.epoch {
-            self.stale.notify_one();
-            return Err(Refusal::Stale { epoch: view.epoch });
+        self.snapshot().check(envelope)
+    }
+
+    /// The current view, loaded once, for a request that checks several shards (`SHARDS`):
+    /// all of them are then checked against the same map, even if a new one is applied
+    /// meanwhile.
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        Snapshot {
+            view: self.view.load(),
+            stale: &self.stale,
         }
-        if !view.serves(envelope.shard) {
-            return Err(Refusal::Moved {
-                shard: envelope.shard,
-                epoch: view.epoch,
-            });
-        }
-        Ok(())
     }
 
     /// Completes when a request has seen a newer epoch than this node's.
     pub async fn stale_seen(&self) {
         self.stale.notified().await;
+    }
+}
+
+/// One loaded view of [`Ownership`], to check a request's shards against.
+pub struct Snapshot<'a> {
+    view: arc_swap::Guard<Arc<View>>,
+    stale: &'a Notify,
+}
+
+impl Snapshot<'_> {
+    /// [`Ownership::check`] against this snapshot.
+    pub fn check(&self, envelope: Envelope) -> Result<(), Refusal> {
+        if envelope.epoch > self.view.epoch {
+            self.stale.notify_one();
+            return Err(Refusal::Stale {
+                epoch: self.view.epoch,
+            });
+        }
+        if !self.view.serves(envelope.shard) {
+            return Err(Refusal::Moved {
+                shard: envelope.shard,
+                epoch: self.view.epoch,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -123,5 +147,22 @@ mod tests {
             "a shard beyond the map"
         );
         assert_eq!(ownership.view().served_count(), 2);
+    }
+
+    #[test]
+    fn a_snapshot_checks_every_shard_against_the_map_it_loaded() {
+        let ownership = Ownership::new(2);
+        ownership.publish(View::new(1, vec![true, true].into()));
+        let snapshot = ownership.snapshot();
+        let at = |shard| Envelope { shard, epoch: 1 };
+        assert_eq!(snapshot.check(at(0)), Ok(()));
+        // A map moving shard 1 away is applied halfway through the request's keys.
+        ownership.publish(View::new(2, vec![true, false].into()));
+        assert_eq!(snapshot.check(at(1)), Ok(()), "the request's own map");
+        assert_eq!(
+            ownership.check(at(1)),
+            Err(Refusal::Moved { shard: 1, epoch: 2 }),
+            "a request after the change"
+        );
     }
 }

@@ -405,9 +405,11 @@ fn keys_served(
     spec: &CommandSpec,
     args: &[Bytes],
 ) -> Result<(), Unserved> {
+    // One snapshot of the map for every key: the part is refused or run whole.
+    let snapshot = ctx.ownership.snapshot();
     for i in spec.key_indexes(args.len()) {
         let shard = ctx.storage.shard(&args[i]);
-        ctx.ownership
+        snapshot
             .check(Envelope { shard, epoch })
             .map_err(Unserved::Refused)?;
         if !ctx.storage.hosts(shard) {

@@ -13,7 +13,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use ringkv_common::command::{lookup, resolve};
 use ringkv_common::placement::shard_of;
 use ringkv_common::ring::{Ring, RingNode};
-use ringkv_proxy::cluster::routes::{shard_args, Node, Routes};
+use ringkv_proxy::cluster::routes::{Node, Routes};
 use ringkv_proxy::cluster::Shared;
 
 #[path = "../../common/benches/support/mod.rs"]
@@ -51,8 +51,6 @@ fn routes(nodes: usize, shards: u32) -> Routes {
         .collect();
     Routes {
         epoch: 7,
-        epoch_arg: Bytes::from_static(b"7"),
-        shard_args: shard_args(shards),
         primaries,
         nodes,
     }

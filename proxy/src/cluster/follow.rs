@@ -13,14 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use bytes::Bytes;
 use ringkv_common::etcd::{ClusterStore, MapEvent, NodeEvent};
 use ringkv_common::metrics::{self as m, names};
 use ringkv_common::shardmap::{ClusterConfig, NodeInfo, ShardMap};
 use tokio::sync::{watch, Notify};
 use tokio::time::{sleep, Instant};
 
-use super::routes::{shard_args, Node, Routes};
+use super::routes::{Node, Routes};
 use crate::pool::{NodePool, PoolConfig};
 
 /// Fewest time between two map reads asked for by requests that met a newer epoch.
@@ -71,7 +70,6 @@ pub struct Follower {
     /// Every address a node id was last seen at, kept after its record vanishes.
     known: HashMap<String, Arc<Node>>,
     map: Option<ShardMap>,
-    shard_args: Arc<[Bytes]>,
 }
 
 impl Follower {
@@ -82,7 +80,6 @@ impl Follower {
         pool_config: PoolConfig,
         shared: Arc<Shared>,
     ) -> Follower {
-        let shard_args = shard_args(config.shards);
         Follower {
             store,
             config,
@@ -91,7 +88,6 @@ impl Follower {
             registered: HashMap::new(),
             known: HashMap::new(),
             map: None,
-            shard_args,
         }
     }
 
@@ -284,8 +280,6 @@ impl Follower {
         self.map = Some(map);
         let routes = Routes {
             epoch,
-            epoch_arg: Bytes::copy_from_slice(itoa::Buffer::new().format(epoch).as_bytes()),
-            shard_args: Arc::clone(&self.shard_args),
             primaries: primaries.into(),
             nodes,
         };

@@ -23,6 +23,7 @@
 //! with a `CLUSTERDOWN` error within the request timeout; other shards are unaffected.
 
 pub mod config;
+mod envelope;
 mod follow;
 mod frame;
 /// One epoch's routing table, public for the routing micro-benchmarks (`proxy/benches`).
@@ -40,7 +41,7 @@ use rand::Rng;
 use ringkv_common::command::{Cmd, CommandSpec, Route};
 use ringkv_common::cursor::{self, parse_cursor};
 use ringkv_common::etcd::ClusterStore;
-use ringkv_common::internal::{Refusal, SHARD, SHARDS};
+use ringkv_common::internal::Refusal;
 use ringkv_common::metrics::names;
 use ringkv_common::placement::shard_of;
 use ringkv_common::resp::Reply;
@@ -266,8 +267,7 @@ impl Cluster {
             Route::SingleShard => {
                 let key = spec.key_indexes(args.len()).next()?;
                 let shard = shard_of(&args[key], self.shards);
-                let shard_arg = routes.shard_args.get(shard as usize)?;
-                let request = envelope(shard_arg, &routes.epoch_arg, args);
+                let request = envelope::shard(shard, routes.epoch, args);
                 start(routes, shard, request, Sent::Shard)
             }
             Route::MultiKey => self.send_keys_now(routes, spec, args),
@@ -299,8 +299,7 @@ impl Cluster {
             }
         }
         if single {
-            let shard_arg = routes.shard_args.get(first as usize)?;
-            let request = envelope(shard_arg, &routes.epoch_arg, args);
+            let request = envelope::shard(first, routes.epoch, args);
             return start(routes, first, request, Sent::Shard);
         }
         // Refused whole (CROSSSLOT) or malformed: `multi_key` answers those.
@@ -308,10 +307,7 @@ impl Cluster {
         if cross_slot || (spec.cmd == Cmd::Mset && !(args.len() - 1).is_multiple_of(2)) {
             return None;
         }
-        let mut request = Vec::with_capacity(args.len() + 2);
-        request.push(Bytes::from_static(SHARDS));
-        request.push(routes.epoch_arg.clone());
-        request.extend_from_slice(args);
+        let request = envelope::shards(routes.epoch, args);
         start(routes, first, request, Sent::Keys(spec))
     }
 
@@ -398,10 +394,7 @@ impl Cluster {
             .flatten();
         if let Some((node, pool)) = node.and_then(|n| Some((n, n.pool.as_ref()?))) {
             let shard = shard_of(&part.args[1], self.shards);
-            let mut request = Vec::with_capacity(part.args.len() + 2);
-            request.push(Bytes::from_static(SHARDS));
-            request.push(routes.epoch_arg.clone());
-            request.extend_from_slice(&part.args);
+            let request = envelope::shards(routes.epoch, &part.args);
             let reply = match pool.call_on(shard as usize, request).await {
                 Ok(frame) => frame::to_reply(frame),
                 Err(err) => return node_down(shard, &node.id, node.registered, &err),
@@ -525,24 +518,14 @@ async fn send(routes: &Routes, shard: u32, args: &[Bytes]) -> Reply {
             node.id
         ));
     };
-    let Some(shard_arg) = routes.shard_args.get(shard as usize) else {
+    if shard >= routes.shards() {
         return Reply::error_owned(format!("ERR shard {shard} is beyond the map"));
-    };
-    let request = envelope(shard_arg, &routes.epoch_arg, args);
+    }
+    let request = envelope::shard(shard, routes.epoch, args);
     match pool.call_on(shard as usize, request).await {
         Ok(frame) => frame::to_reply(frame),
         Err(err) => node_down(shard, &node.id, node.registered, &err),
     }
-}
-
-/// A single-shard request in its `SHARD` envelope.
-fn envelope(shard_arg: &Bytes, epoch_arg: &Bytes, args: &[Bytes]) -> Vec<Bytes> {
-    let mut request = Vec::with_capacity(args.len() + 3);
-    request.push(Bytes::from_static(SHARD));
-    request.push(shard_arg.clone());
-    request.push(epoch_arg.clone());
-    request.extend_from_slice(args);
-    request
 }
 
 /// Queues `request` for shard `shard`'s primary (on the shard's connection), if that needs no

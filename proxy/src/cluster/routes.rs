@@ -8,8 +8,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-
 use crate::pool::NodePool;
 
 /// A storage node as the proxy reaches it.
@@ -32,10 +30,6 @@ pub struct Node {
 pub struct Routes {
     /// The map's epoch, sent with every request.
     pub epoch: u64,
-    /// The epoch as a request argument, built once per table.
-    pub epoch_arg: Bytes,
-    /// Each shard's id as a request argument, built once per cluster.
-    pub shard_args: Arc<[Bytes]>,
     /// `primaries[s]`: index into `nodes` of shard `s`'s primary.
     pub primaries: Box<[usize]>,
     /// The nodes the map names.
@@ -52,11 +46,4 @@ impl Routes {
     pub fn primary(&self, shard: u32) -> Option<&Arc<Node>> {
         self.nodes.get(*self.primaries.get(shard as usize)?)
     }
-}
-
-/// Every shard id as a request argument (`"0"`, `"1"`, …).
-pub fn shard_args(shards: u32) -> Arc<[Bytes]> {
-    (0..shards)
-        .map(|s| Bytes::copy_from_slice(itoa::Buffer::new().format(s).as_bytes()))
-        .collect()
 }

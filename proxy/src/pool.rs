@@ -163,10 +163,11 @@ pub struct PoolStats {
     pub connections_up: u64,
 }
 
-/// Counters shared by the pool and its connection tasks.
+/// Counters shared by the pool and its connection tasks. None is updated per request: the
+/// event loops share them, and a count both loops update moves between their cores each
+/// time (requests in flight are read off the connections' queue room instead).
 #[derive(Debug, Default)]
 struct Counters {
-    in_flight: AtomicU64,
     batches: AtomicU64,
     batched_requests: AtomicU64,
     reconnects: AtomicU64,
@@ -175,26 +176,10 @@ struct Counters {
 }
 
 /// A request's place in its connection's queue; giving it back (on drop, whatever path the
-/// request took) frees room for the next caller and keeps `in_flight` exact.
+/// request took) frees room for the next caller, and so counts it out of
+/// [`PoolStats::in_flight`].
 struct QueueSlot {
     _permit: OwnedSemaphorePermit,
-    counters: Arc<Counters>,
-}
-
-impl QueueSlot {
-    fn new(permit: OwnedSemaphorePermit, counters: &Arc<Counters>) -> Self {
-        counters.in_flight.fetch_add(1, Ordering::Relaxed);
-        QueueSlot {
-            _permit: permit,
-            counters: Arc::clone(counters),
-        }
-    }
-}
-
-impl Drop for QueueSlot {
-    fn drop(&mut self) {
-        self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 type ReplySender = oneshot::Sender<Result<BytesFrame, PoolError>>;
@@ -444,8 +429,15 @@ impl NodePool {
     /// A snapshot of the counters.
     pub fn stats(&self) -> PoolStats {
         let c = &self.counters;
+        // Room a connection's queue lacks is held by its requests in flight.
+        let room = self.config.queue_depth.max(1);
+        let in_flight = self
+            .conns
+            .iter()
+            .map(|conn| room.saturating_sub(conn.room.available_permits()) as u64)
+            .sum();
         PoolStats {
-            in_flight: c.in_flight.load(Ordering::Relaxed),
+            in_flight,
             batches: c.batches.load(Ordering::Relaxed),
             batched_requests: c.batched_requests.load(Ordering::Relaxed),
             reconnects: c.reconnects.load(Ordering::Relaxed),
@@ -539,7 +531,7 @@ impl NodePool {
             args,
             reply,
             deadline,
-            slot: QueueSlot::new(permit, &self.counters),
+            slot: QueueSlot { _permit: permit },
         };
         (request, answer)
     }

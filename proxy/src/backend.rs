@@ -5,6 +5,7 @@
 //! the set is closed, and a match is cheaper than a virtual async call on the hot path.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use ringkv_common::command::CommandSpec;
@@ -64,9 +65,14 @@ impl Backend {
     /// Sends a single-shard command to its storage node without a future of its own, when
     /// nothing would wait ([`Cluster::send_now`]); `None` for the local engine, and whenever
     /// the command must go through [`Backend::execute`].
-    pub fn send_now(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Option<Started> {
+    pub fn send_now(
+        &self,
+        spec: &'static CommandSpec,
+        args: &[Bytes],
+        now: Instant,
+    ) -> Option<Started> {
         match self {
-            Backend::Remote(cluster) => cluster.send_now(spec, args),
+            Backend::Remote(cluster) => cluster.send_now(spec, args, now),
             Backend::Local(_) => None,
         }
     }

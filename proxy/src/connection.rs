@@ -284,6 +284,9 @@ impl Connection {
         // (its future sends it when first polled) holds back the ones after it until the
         // next settle, so that requests reach each shard's connection in pipeline order.
         let mut all_sent = true;
+        // When the batch's requests arrived: one clock read for all of them, for their
+        // latency metric and their deadline at the node.
+        let mut batch_at = None;
         loop {
             match self.parser.parse(&mut self.input, &mut self.args) {
                 Ok(Parsed::Request) if concurrent => match command::resolve(&self.args) {
@@ -293,14 +296,17 @@ impl Connection {
                             in_flight.push(InFlight::Done(reply));
                             continue;
                         }
-                        let at = Instant::now();
+                        let at = *batch_at.get_or_insert_with(Instant::now);
                         let spare = self.spare_args.pop();
                         let args = std::mem::replace(
                             &mut self.args,
                             spare.unwrap_or_else(|| Vec::with_capacity(8)),
                         );
                         let backend = &ctx.backend;
-                        match all_sent.then(|| backend.send_now(spec, &args)).flatten() {
+                        match all_sent
+                            .then(|| backend.send_now(spec, &args, at))
+                            .flatten()
+                        {
                             Some(started) => in_flight.push(InFlight::Sent {
                                 started,
                                 spec,

@@ -391,15 +391,21 @@ impl NodePool {
     /// waiting, and returns where its reply will arrive; `None` (the request dropped) when
     /// queueing it would mean waiting: the connection is not serving yet, or has no queue
     /// room. Lets a caller keep many requests in flight without a future for each. The
-    /// request's deadline is kept by its connection, as for a `call_on` on a serving one;
-    /// pass what the [`Pending`] gives to [`count`](Self::count).
-    pub fn start_on(&self, affinity: usize, args: Vec<Bytes>) -> Option<Pending> {
+    /// request's deadline, the request timeout after `now` (when the caller received it),
+    /// is kept by its connection, as for a `call_on` on a serving one; pass what the
+    /// [`Pending`] gives to [`count`](Self::count).
+    pub fn start_on(
+        &self,
+        affinity: usize,
+        args: Vec<Bytes>,
+        now: std::time::Instant,
+    ) -> Option<Pending> {
         let conn = self.pick_from(affinity).ok()?;
         if !conn.state.is_serving() {
             return None;
         }
         let permit = Arc::clone(&conn.room).try_acquire_owned().ok()?;
-        let deadline = Instant::now() + self.config.request_timeout;
+        let deadline = Instant::from_std(now) + self.config.request_timeout;
         let (request, answer) = self.request(args, permit, deadline);
         conn.queue.try_send(request).ok()?;
         Some(Pending {

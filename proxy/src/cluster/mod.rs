@@ -33,7 +33,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::join_all;
@@ -259,8 +259,14 @@ impl Cluster {
     /// connection of one node (in a `SHARD` envelope if they are in one shard, else one
     /// `SHARDS` part). `None` otherwise, and nothing is sent: run it with
     /// [`execute`](Self::execute). Requests a caller sends now reach each connection in the
-    /// order they are sent, as `execute` would send them.
-    pub fn send_now(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Option<Started> {
+    /// order they are sent, as `execute` would send them. `now` is when the request arrived:
+    /// its timeout runs from then (the caller reads the clock once for a batch).
+    pub fn send_now(
+        &self,
+        spec: &'static CommandSpec,
+        args: &[Bytes],
+        now: Instant,
+    ) -> Option<Started> {
         let routes = self.shared.routes.load();
         let routes = routes.as_ref()?;
         match spec.route {
@@ -268,9 +274,9 @@ impl Cluster {
                 let key = spec.key_indexes(args.len()).next()?;
                 let shard = shard_of(&args[key], self.shards);
                 let request = envelope::shard(shard, routes.epoch, args);
-                start(routes, shard, request, Sent::Shard)
+                start(routes, shard, request, Sent::Shard, now)
             }
-            Route::MultiKey => self.send_keys_now(routes, spec, args),
+            Route::MultiKey => self.send_keys_now(routes, spec, args, now),
             Route::AllShards | Route::Local => None,
         }
     }
@@ -282,6 +288,7 @@ impl Cluster {
         routes: &Routes,
         spec: &'static CommandSpec,
         args: &[Bytes],
+        now: Instant,
     ) -> Option<Started> {
         let first = shard_of(args.get(1)?, self.shards);
         let node = *routes.primaries.get(first as usize)?;
@@ -300,7 +307,7 @@ impl Cluster {
         }
         if single {
             let request = envelope::shard(first, routes.epoch, args);
-            return start(routes, first, request, Sent::Shard);
+            return start(routes, first, request, Sent::Shard, now);
         }
         // Refused whole (CROSSSLOT) or malformed: `multi_key` answers those.
         let cross_slot = matches!(spec.cmd, Cmd::Msetnx | Cmd::Rename | Cmd::Renamenx);
@@ -308,7 +315,7 @@ impl Cluster {
             return None;
         }
         let request = envelope::shards(routes.epoch, args);
-        start(routes, first, request, Sent::Keys(spec))
+        start(routes, first, request, Sent::Keys(spec), now)
     }
 
     /// Runs a command its node refused after [`send_now`](Self::send_now) sent it, as
@@ -530,9 +537,15 @@ async fn send(routes: &Routes, shard: u32, args: &[Bytes]) -> Reply {
 
 /// Queues `request` for shard `shard`'s primary (on the shard's connection), if that needs no
 /// waiting.
-fn start(routes: &Routes, shard: u32, request: Vec<Bytes>, sent: Sent) -> Option<Started> {
+fn start(
+    routes: &Routes,
+    shard: u32,
+    request: Vec<Bytes>,
+    sent: Sent,
+    now: Instant,
+) -> Option<Started> {
     let node = routes.primary(shard)?;
-    let pending = node.pool.as_ref()?.start_on(shard as usize, request)?;
+    let pending = node.pool.as_ref()?.start_on(shard as usize, request, now)?;
     Some(Started {
         shard,
         epoch: routes.epoch,

@@ -380,6 +380,8 @@ impl Connection {
         let spare_args = &mut self.spare_args;
         poll_fn(|cx| {
             let mut done = true;
+            // One clock read for every reply this poll finds.
+            let mut now = None;
             for slot in in_flight.iter_mut() {
                 if let InFlight::Sent {
                     started,
@@ -391,7 +393,8 @@ impl Connection {
                     let (spec, at) = (*spec, *at);
                     match started.poll_answer(cx) {
                         Poll::Ready(Answer::Reply(reply)) => {
-                            COMMAND_METRICS.record(spec, reply.is_error(), at.elapsed());
+                            let took = now.get_or_insert_with(Instant::now).duration_since(at);
+                            COMMAND_METRICS.record(spec, reply.is_error(), took);
                             keep_spare(spare_args, std::mem::take(args));
                             *slot = InFlight::Done(reply);
                         }

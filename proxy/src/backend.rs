@@ -5,6 +5,7 @@
 //! the set is closed, and a match is cheaper than a virtual async call on the hot path.
 
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -12,7 +13,7 @@ use ringkv_common::command::CommandSpec;
 use ringkv_common::resp::Reply;
 use ringkv_storage::{Deferred, EndsTurn, Storage, StorageError, StorageStats, WriteGroup};
 
-use crate::cluster::{Cluster, Refused, Started};
+use crate::cluster::{Answer, Cluster, Refused, Started};
 
 /// The engine behind the proxy.
 #[derive(Clone)]
@@ -74,6 +75,15 @@ impl Backend {
         match self {
             Backend::Remote(cluster) => cluster.send_now(spec, args, now),
             Backend::Local(_) => None,
+        }
+    }
+
+    /// Polls for the answer to a command [`Backend::send_now`] sent.
+    pub fn poll_answer(&self, started: &mut Started, cx: &mut Context<'_>) -> Poll<Answer> {
+        match self {
+            Backend::Remote(cluster) => cluster.poll_answer(started, cx),
+            // `send_now` sends nothing to the local engine.
+            Backend::Local(_) => Poll::Ready(Answer::Reply(INTERNAL)),
         }
     }
 

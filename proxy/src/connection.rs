@@ -391,7 +391,7 @@ impl Connection {
                 } = slot
                 {
                     let (spec, at) = (*spec, *at);
-                    match started.poll_answer(cx) {
+                    match backend.poll_answer(started, cx) {
                         Poll::Ready(Answer::Reply(reply)) => {
                             let took = now.get_or_insert_with(Instant::now).duration_since(at);
                             COMMAND_METRICS.record(spec, reply.is_error(), took);

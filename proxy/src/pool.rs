@@ -145,6 +145,19 @@ pub enum PoolError {
     },
 }
 
+impl PoolError {
+    /// The storage node the request was for.
+    pub fn addr(&self) -> SocketAddr {
+        match self {
+            PoolError::Timeout { addr, .. }
+            | PoolError::Unavailable { addr, .. }
+            | PoolError::Busy { addr }
+            | PoolError::Closed { addr }
+            | PoolError::Protocol { addr, .. } => *addr,
+        }
+    }
+}
+
 /// A snapshot of the pool's counters, for the metrics endpoint and INFO.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolStats {
@@ -543,12 +556,20 @@ impl NodePool {
     }
 
     /// Counts a request's outcome in the pool's figures (a timeout), and passes it on; the
-    /// pool's own calls do it, a [`Pending`]'s holder does it once the reply is in.
+    /// pool's own calls do it, a [`Pending`]'s holder does it once the reply is in (or
+    /// [`count_failure`](Self::count_failure) for a failure).
     pub fn count(&self, result: Result<BytesFrame, PoolError>) -> Result<BytesFrame, PoolError> {
-        if matches!(result, Err(PoolError::Timeout { .. })) {
-            self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+        if let Err(err) = &result {
+            self.count_failure(err);
         }
         result
+    }
+
+    /// [`count`](Self::count) of a request that failed with `err`.
+    pub fn count_failure(&self, err: &PoolError) {
+        if matches!(err, PoolError::Timeout { .. }) {
+            self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     fn timeout(&self) -> PoolError {

@@ -52,7 +52,7 @@ use tokio::task::JoinHandle;
 use crate::pool::{Pending, PoolConfig, PoolError};
 use follow::Follower;
 pub use follow::Shared;
-use routes::{Node, Routes};
+use routes::Routes;
 
 /// Redis Cluster's reply to a multi-key command whose keys are in different slots.
 const CROSSSLOT: Reply = Reply::error("CROSSSLOT Keys in request don't hash to the same slot");
@@ -549,7 +549,6 @@ fn start(
     Some(Started {
         shard,
         epoch: routes.epoch,
-        node: Arc::clone(node),
         pending,
         sent,
     })
@@ -564,13 +563,14 @@ enum Sent {
     Keys(&'static CommandSpec),
 }
 
-/// A command [`Cluster::send_now`] sent; its reply on the way.
+/// A command [`Cluster::send_now`] sent; its reply on the way. It holds no handle on its
+/// node (a reference count both event loops would update per request): a failure finds the
+/// node again by address ([`Cluster::poll_answer`]).
 pub struct Started {
     /// Its (first key's) shard.
     shard: u32,
     /// The map epoch it was routed by.
     epoch: u64,
-    node: Arc<Node>,
     pending: Pending,
     sent: Sent,
 }
@@ -591,36 +591,44 @@ pub struct Refused {
     sent: Sent,
 }
 
-impl Started {
-    /// Polls for the answer.
-    pub fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<Answer> {
-        let result = ready!(Pin::new(&mut self.pending).poll(cx));
-        let result = match &self.node.pool {
-            Some(pool) => pool.count(result),
-            None => result,
-        };
+impl Cluster {
+    /// Polls for the answer to `started`.
+    pub fn poll_answer(&self, started: &mut Started, cx: &mut Context<'_>) -> Poll<Answer> {
+        let result = ready!(Pin::new(&mut started.pending).poll(cx));
         let reply = match result {
             Ok(frame) => frame::to_reply(frame),
-            Err(err) => {
-                let node = &self.node;
-                return Poll::Ready(Answer::Reply(node_down(
-                    self.shard,
-                    &node.id,
-                    node.registered,
-                    &err,
-                )));
-            }
+            Err(err) => return Poll::Ready(Answer::Reply(self.failed(started.shard, &err))),
         };
-        Poll::Ready(match (refusal_of(&reply), self.sent) {
+        Poll::Ready(match (refusal_of(&reply), started.sent) {
             (None, Sent::Shard) => Answer::Reply(reply),
             (None, Sent::Keys(spec)) => Answer::Reply(merge_whole(spec, reply)),
             (Some(refusal), sent) => Answer::Refused(Refused {
-                shard: self.shard,
+                shard: started.shard,
                 refusal,
-                epoch: self.epoch,
+                epoch: started.epoch,
                 sent,
             }),
         })
+    }
+
+    /// The reply to a request for `shard` whose node failed with `err`, counted in that
+    /// node's figures. The node is found by address in the current map (a node the map has
+    /// dropped meanwhile is named by its address).
+    fn failed(&self, shard: u32, err: &PoolError) -> Reply {
+        let addr = err.addr();
+        let routes = self.shared.routes.load();
+        let node = routes
+            .as_ref()
+            .and_then(|routes| routes.nodes.iter().find(|n| n.addr == Some(addr)));
+        match node {
+            Some(node) => {
+                if let Some(pool) = &node.pool {
+                    pool.count_failure(err);
+                }
+                node_down(shard, &node.id, node.registered, err)
+            }
+            None => node_down(shard, &addr.to_string(), true, err),
+        }
     }
 }
 

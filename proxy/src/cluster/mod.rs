@@ -525,9 +525,6 @@ async fn send(routes: &Routes, shard: u32, args: &[Bytes]) -> Reply {
             node.id
         ));
     };
-    if shard >= routes.shards() {
-        return Reply::error_owned(format!("ERR shard {shard} is beyond the map"));
-    }
     let request = envelope::shard(shard, routes.epoch, args);
     match pool.call_on(shard as usize, request).await {
         Ok(frame) => frame::to_reply(frame),

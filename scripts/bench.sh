@@ -7,10 +7,11 @@
 # all and the median of the rounds is reported. Each round starts one target
 # further on (A B C, then B C A, then C A B): on this 2-core machine a target's
 # place in the order moved its figures by up to ~10-15% (the one listed second
-# tended to win), so no target keeps one place.
+# tended to win), so no target keeps one place. By default there is one round per
+# target (at least 3), so every target runs once in every place of the order.
 #
 # Environment:
-#   N=200000 ROUNDS=3 CLIENTS=50 KEYSPACE=100000 DATASIZE=64
+#   N=200000 ROUNDS=<number of targets, at least 3> CLIENTS=50 KEYSPACE=100000 DATASIZE=64
 #   TESTS="set get incr mset" PIPELINES="1 16"
 #   TARGETS="redis twemproxy ringkv cluster"
 #     redis      redis-server (no persistence)
@@ -35,13 +36,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 N=${N:-200000}
-ROUNDS=${ROUNDS:-3}
 CLIENTS=${CLIENTS:-50}
 KEYSPACE=${KEYSPACE:-100000}
 DATASIZE=${DATASIZE:-64}
 read -ra TESTS <<<"${TESTS:-set get incr mset}"
 read -ra PIPELINES <<<"${PIPELINES:-1 16}"
 read -ra TARGETS <<<"${TARGETS:-redis twemproxy ringkv cluster cluster-1loop}"
+ROUNDS=${ROUNDS:-$((${#TARGETS[@]} > 3 ? ${#TARGETS[@]} : 3))}
 read -ra RATIOS <<<"${RATIOS:-ringkv/twemproxy cluster/twemproxy cluster-1loop/twemproxy ringkv/redis}"
 SHARDS=${SHARDS:-256}
 READY_TIMEOUT=${READY_TIMEOUT:-60}

@@ -529,7 +529,6 @@ impl Engine {
         expire_at: i64,
         payload: &[u8],
     ) -> Result<(), EngineError> {
-        debug_assert_eq!(order, layout::order_of(key));
         batch.written.push(order);
         self.put_record(batch, shard, key, order, expire_at, payload)
     }
@@ -549,7 +548,6 @@ impl Engine {
         expire_at: i64,
         payload: &[u8],
     ) -> Result<(), EngineError> {
-        debug_assert_eq!(order, layout::order_of(key));
         self.put_record(batch, shard, key, order, expire_at, payload)
     }
 
@@ -562,6 +560,8 @@ impl Engine {
         expire_at: i64,
         payload: &[u8],
     ) -> Result<(), EngineError> {
+        // Callers that hashed the key already pass that hash; it must be the key's order.
+        debug_assert_eq!(order, layout::order_of(key));
         let id = self.family(shard)?.id;
         let header = value::header(expire_at);
         let records = &mut batch.records;

@@ -237,9 +237,9 @@ impl Storage {
         for op in &group.ops {
             match op.what {
                 Gathered::Put => {
-                    let values = group.args[op.args.clone()].iter().skip(1).step_by(2);
-                    for ((key, hash), value) in group.keys(op).zip(values) {
-                        written.insert(key, (hash, 0, Pending::Bytes(value.clone())));
+                    let pairs = group.args[op.args.clone()].chunks_exact(2);
+                    for (pair, &hash) in pairs.zip(&group.hashes[op.hashes.clone()]) {
+                        written.insert(&pair[0], (hash, 0, Pending::Bytes(pair[1].clone())));
                     }
                     replies.push(Reply::Ok);
                 }

@@ -345,6 +345,61 @@ async fn server_commands() {
     server.stop().await;
 }
 
+/// Sends INFO stats and returns the value of `field` in it.
+async fn info_stat(stream: &mut TcpStream, field: &str) -> String {
+    stream
+        .write_all(&req(&["INFO", "stats"]))
+        .await
+        .expect("write");
+    let mut got = read_n(stream, 4).await;
+    // A bulk string: `$<len>\r\n`, then the text and its CRLF.
+    let total = loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n") {
+            let len: usize = text[1..end].parse().expect("bulk length");
+            break end + 2 + len + 2;
+        }
+        let more = read_n(stream, got.len() + 1).await;
+        assert!(!more.is_empty(), "INFO stats was cut short: {text:?}");
+        got.extend_from_slice(&more);
+    };
+    if got.len() < total {
+        got.extend_from_slice(&read_n(stream, total - got.len()).await);
+    }
+    let text = String::from_utf8(got).expect("utf8");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in {text}"))
+        .to_string()
+}
+
+/// Each event loop counts its own reads (one shared counter cost every read a cache miss):
+/// INFO still sums the hits and misses of every connection, and CONFIG RESETSTAT zeroes
+/// every loop's count.
+#[tokio::test]
+async fn keyspace_hits_and_misses_sum_every_connections_reads() {
+    let server = start().await;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(server.client().await);
+    }
+    roundtrip(&mut clients[0], &req(&["SET", "k", "v"]), b"+OK\r\n").await;
+    for c in &mut clients {
+        roundtrip(c, &req(&["GET", "k"]), b"$1\r\nv\r\n").await;
+        roundtrip(c, &req(&["GET", "absent"]), b"$-1\r\n").await;
+        roundtrip(c, &req(&["GET", "absent"]), b"$-1\r\n").await;
+    }
+    assert_eq!(info_stat(&mut clients[0], "keyspace_hits").await, "4");
+    assert_eq!(info_stat(&mut clients[3], "keyspace_misses").await, "8");
+
+    roundtrip(&mut clients[1], &req(&["CONFIG", "RESETSTAT"]), b"+OK\r\n").await;
+    assert_eq!(info_stat(&mut clients[2], "keyspace_hits").await, "0");
+    assert_eq!(info_stat(&mut clients[2], "keyspace_misses").await, "0");
+    roundtrip(&mut clients[3], &req(&["GET", "k"]), b"$1\r\nv\r\n").await;
+    assert_eq!(info_stat(&mut clients[0], "keyspace_hits").await, "1");
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn command_alone_lists_every_command() {
     let server = start().await;

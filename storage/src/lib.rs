@@ -7,6 +7,7 @@
 //! - `value`: the stored value header (format version, type, expiry).
 //! - `locks`: per-key write serialization, so read-modify-write commands lose no update.
 //! - `counters`: the integers the increments wrote, kept so the next increment skips a read.
+//! - [`tally`]: per-request counts, kept per thread so the event loops share no cache line.
 //! - `strings`, `keyspace`, `walk`: the Redis commands, on top of the engine.
 //! - `group`: consecutive blind writes and increments of a batch, run as one engine write.
 //! - `turn`: the groups an event loop ran in one turn, applied as one engine write.
@@ -34,6 +35,7 @@ mod locks;
 pub mod metrics;
 pub mod node;
 mod strings;
+pub mod tally;
 mod turn;
 /// The stored value header (format version, type, expiry), public for the fuzz targets.
 pub mod value;
@@ -69,11 +71,12 @@ pub struct StorageStats {
     pub expired_keys: u64,
 }
 
-/// Counters updated on the hot path: relaxed atomics, no lock.
+/// Counts updated on the hot path: no lock, and the per-read ones per thread.
 #[derive(Default)]
 struct Counters {
-    hits: AtomicU64,
-    misses: AtomicU64,
+    hits: tally::Tally,
+    misses: tally::Tally,
+    /// Added to once per expiry sweep batch, not per request.
     expired: AtomicU64,
 }
 
@@ -308,16 +311,16 @@ impl Storage {
         StorageStats {
             keys,
             expires,
-            keyspace_hits: self.counters.hits.load(Ordering::Relaxed),
-            keyspace_misses: self.counters.misses.load(Ordering::Relaxed),
+            keyspace_hits: self.counters.hits.sum(),
+            keyspace_misses: self.counters.misses.sum(),
             expired_keys: self.counters.expired.load(Ordering::Relaxed),
         }
     }
 
     /// Zeroes the hit, miss and expiry counters (CONFIG RESETSTAT).
     pub fn reset_stats(&self) {
-        self.counters.hits.store(0, Ordering::Relaxed);
-        self.counters.misses.store(0, Ordering::Relaxed);
+        self.counters.hits.reset();
+        self.counters.misses.reset();
         self.counters.expired.store(0, Ordering::Relaxed);
     }
 
@@ -329,12 +332,12 @@ impl Storage {
 
     /// Counts a read as a hit or a miss.
     pub(crate) fn count_read(&self, found: bool) {
-        let counter = if found {
+        let tally = if found {
             &self.counters.hits
         } else {
             &self.counters.misses
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        tally.add(1);
     }
 }
 

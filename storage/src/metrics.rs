@@ -65,8 +65,8 @@ impl Storage {
             .set(f64::from(u8::from(figures.write_delayed)));
         metrics::gauge!(names::COUNTER_CACHE_ENTRIES).set(figures.cached_counters as f64);
         let counters = &self.counters;
-        metrics::counter!(names::KEYSPACE_HITS).absolute(counters.hits.load(Ordering::Relaxed));
-        metrics::counter!(names::KEYSPACE_MISSES).absolute(counters.misses.load(Ordering::Relaxed));
+        metrics::counter!(names::KEYSPACE_HITS).absolute(counters.hits.sum());
+        metrics::counter!(names::KEYSPACE_MISSES).absolute(counters.misses.sum());
         metrics::counter!(names::EXPIRED_KEYS).absolute(counters.expired.load(Ordering::Relaxed));
     }
 }

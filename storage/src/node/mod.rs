@@ -27,6 +27,7 @@ use ringkv_common::shardmap::{ClusterConfig, NodeInfo};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::tally::Tally;
 use crate::{Hosting, Storage, StorageConfig};
 pub use config::{FlagError, NodeConfig};
 use membership::Membership;
@@ -114,7 +115,7 @@ pub async fn run(config: NodeConfig, stop: impl Future<Output = ()>) -> Result<(
         storage: Arc::clone(&storage),
         ownership: Arc::clone(&ownership),
         connections: AtomicU64::new(0),
-        commands: AtomicU64::new(0),
+        commands: Tally::default(),
         refused: AtomicU64::new(0),
         secret,
     });

@@ -26,6 +26,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::ownership::Ownership;
+use crate::tally::Tally;
 use crate::{Deferred, Scope, Storage, WriteGroup};
 
 /// Read buffer growth step.
@@ -47,8 +48,8 @@ pub struct NodeContext {
     pub ownership: Arc<Ownership>,
     /// Open connections (proxies and operators).
     pub connections: AtomicU64,
-    /// Requests run, for INFO.
-    pub commands: AtomicU64,
+    /// Requests run, for INFO (per thread: every request adds to it).
+    pub commands: Tally,
     /// Requests refused with MOVED or STALE, for INFO.
     pub refused: AtomicU64,
     /// The cluster secret every connection must present first; `None`: no check.
@@ -94,7 +95,7 @@ impl Gathering {
         if !admitted {
             return false;
         }
-        ctx.commands.fetch_add(1, Ordering::Relaxed);
+        ctx.commands.add(1);
         let from = args.len() - inner.len();
         self.group.push(spec, what, args, from, shard);
         true
@@ -439,7 +440,7 @@ async fn run_scoped(
     spec: &'static CommandSpec,
     inner: &[Bytes],
 ) -> (Reply, bool) {
-    ctx.commands.fetch_add(1, Ordering::Relaxed);
+    ctx.commands.add(1);
     let wrote = |reply: &Reply| spec.has(flag::WRITE) && !reply.is_error();
     if !ctx.storage.may_block(spec) {
         let reply = ctx.storage.execute_in(scope, spec, inner);
@@ -479,7 +480,7 @@ fn info(ctx: &NodeContext, stats: &crate::StorageStats, keyspace: bool) -> Strin
         view.epoch,
         view.served_count(),
         ctx.storage.hosted().len(),
-        ctx.commands.load(Ordering::Relaxed),
+        ctx.commands.sum(),
         ctx.refused.load(Ordering::Relaxed),
         stats.expired_keys,
         stats.keyspace_hits,

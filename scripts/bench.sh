@@ -20,6 +20,8 @@
 #     cluster    ringkv-proxy -> 1 ringkv-storage node (everysec), map in a real etcd
 #     cluster-1loop  the same with --event-loops 1 on the proxy and the node
 #     ringkv-1loop   ringkv standalone with --event-loops 1 (not in the default set)
+#     cluster-node1loop  the cluster with --event-loops 1 on the node only (not in the
+#                    default set)
 #   RATIOS="ringkv/twemproxy cluster/twemproxy cluster-1loop/twemproxy ringkv/redis"
 #              requests/s ratios printed
 #   BEFORE_BIN_DIR=DIR  binaries of another build (say, before a change): adds the targets

@@ -5,8 +5,8 @@
 # binaries), BEFORE_BIN_DIR (optional), SHARDS, READY_TIMEOUT, RINGKV_CMD (optional), and
 # defines log and die.
 #
-# start_NAME PORT DIR starts target NAME: redis, twemproxy, ringkv, cluster, cluster-1loop,
-# ringkv-before, cluster-before.
+# start_NAME PORT DIR starts target NAME: redis, twemproxy, ringkv, ringkv-1loop, cluster,
+# cluster-1loop, cluster-node1loop, ringkv-before, cluster-before.
 
 PIDS=()
 cleanup() {
@@ -122,8 +122,12 @@ node_live() { # BIN_DIR ADMIN_ARGS... ID: `ringkv-admin status` lists the node a
 # SET answers OK once the node serves every shard of the map (until then: TRYAGAIN).
 set_ok() { [[ $(redis-cli -p "$1" SET ringkv:bench:probe ok 2>/dev/null) == OK ]]; }
 
-start_cluster() { # PORT DIR [BIN_DIR [LOOP_FLAGS...]]: etcd, 1 storage node, 1 proxy on PORT
+# start_cluster PORT DIR [BIN_DIR [LOOP_FLAGS...]]: etcd, 1 storage node, 1 proxy on PORT, with
+# LOOP_FLAGS given to both the node and the proxy and NODE_ONLY_FLAGS (an array, optional)
+# to the node alone.
+start_cluster() {
   local bin=${3:-$BIN_DIR} client_port client peer node admin loop_flags=("${@:4}")
+  local node_flags=("${loop_flags[@]}" ${NODE_ONLY_FLAGS[@]+"${NODE_ONLY_FLAGS[@]}"})
   client_port=$(free_port)
   client=http://127.0.0.1:$client_port peer=http://127.0.0.1:$(free_port)
   node=127.0.0.1:$(free_port)
@@ -135,7 +139,7 @@ start_cluster() { # PORT DIR [BIN_DIR [LOOP_FLAGS...]]: etcd, 1 storage node, 1 
   poll_until "etcd on $client" "$2/etcd.log" etcd_healthy "$client_port"
   "$bin/ringkv-admin" "${admin[@]}" init --shards "$SHARDS" --replicas 1 >/dev/null
   spawn "$2/node.log" "$bin/ringkv-storage" "${admin[@]}" --id n1 --listen "$node" \
-    --dir "$2/n1" --fsync everysec "${loop_flags[@]}"
+    --dir "$2/n1" --fsync everysec "${node_flags[@]}"
   poll_until "storage node n1 to register" "$2/node.log" node_live "$bin" "${admin[@]}" n1
   "$bin/ringkv-admin" "${admin[@]}" assign >/dev/null
   spawn "$2/proxy.log" "$bin/ringkv-proxy" "${admin[@]}" --listen "127.0.0.1:$1" "${loop_flags[@]}"
@@ -146,6 +150,13 @@ start_cluster() { # PORT DIR [BIN_DIR [LOOP_FLAGS...]]: etcd, 1 storage node, 1 
 # The cluster with one event loop in the proxy and one in the node: on a machine whose few
 # cores also run the benchmark, fewer threads trade pipelined throughput for -P 1's.
 start_cluster-1loop() { start_cluster "$1" "$2" "$BIN_DIR" --event-loops 1; }
+
+# The cluster with one event loop in the node only (the proxy keeps one per core): every
+# write then reaches RocksDB from one thread, at the price of the node's reads.
+start_cluster-node1loop() {
+  local NODE_ONLY_FLAGS=(--event-loops 1)
+  start_cluster "$1" "$2" "$BIN_DIR"
+}
 
 start_ringkv-before() { [[ -n $BEFORE_BIN_DIR ]] || die "ringkv-before needs BEFORE_BIN_DIR"; start_ringkv "$1" "$2" "$BEFORE_BIN_DIR"; }
 start_cluster-before() { [[ -n $BEFORE_BIN_DIR ]] || die "cluster-before needs BEFORE_BIN_DIR"; start_cluster "$1" "$2" "$BEFORE_BIN_DIR"; }

@@ -29,8 +29,13 @@ use super::ownership::Ownership;
 use crate::tally::Tally;
 use crate::{Deferred, Scope, Storage, WriteGroup};
 
-/// Read buffer growth step.
-const READ_CHUNK: usize = 64 * 1024;
+/// Read buffer growth step, and so the most one read takes in. A proxy's connection
+/// carries the requests of many clients, and under load each read filled a 64 KiB buffer;
+/// every read is a batch with costs of its own (its turn's engine write, where the two
+/// loops meet in RocksDB's write thread, and its log write), and a quarter as many batches
+/// took cluster MSET -P 16 from ~95k to ~115k requests/s and the node's CPU per request
+/// down 12-20% (512 KiB measured the same as 256).
+const READ_CHUNK: usize = 256 * 1024;
 
 /// Replies gathered beyond this are written mid-batch.
 const FLUSH_AT: usize = 1024 * 1024;

@@ -359,7 +359,7 @@ async fn info_stat(stream: &mut TcpStream, field: &str) -> String {
             let len: usize = text[1..end].parse().expect("bulk length");
             break end + 2 + len + 2;
         }
-        let more = read_n(stream, got.len() + 1).await;
+        let more = read_n(stream, 1).await;
         assert!(!more.is_empty(), "INFO stats was cut short: {text:?}");
         got.extend_from_slice(&more);
     };

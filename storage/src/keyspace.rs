@@ -17,6 +17,7 @@ pub(crate) fn execute(st: &Storage, spec: &'static CommandSpec, args: &[Bytes]) 
                 .engine
                 .header(st.shard(&args[1]), &args[1], now_ms())?
                 .is_some();
+            st.count_read(found);
             Ok(Reply::status(if found { "string" } else { "none" }))
         }
         Cmd::Expire => expire(st, spec, args, now_ms(), true),
@@ -59,9 +60,10 @@ fn exists(st: &Storage, keys: &[Bytes]) -> Outcome {
     let now = now_ms();
     let mut found = 0;
     for key in keys {
-        if st.engine.header(st.shard(key), key, now)?.is_some() {
-            found += 1;
-        }
+        let exists = st.engine.header(st.shard(key), key, now)?.is_some();
+        // A read lookup for Redis: each key counts as a hit or a miss.
+        st.count_read(exists);
+        found += i64::from(exists);
     }
     Ok(Reply::Int(found))
 }
@@ -156,7 +158,9 @@ fn expire(
 /// TTL, PTTL, EXPIRETIME and PEXPIRETIME: -2 for no key, -1 for no expiry.
 fn ttl(st: &Storage, key: &Bytes, millis: bool, absolute: bool) -> Outcome {
     let now = now_ms();
-    let Some(header) = st.engine.header(st.shard(key), key, now)? else {
+    let header = st.engine.header(st.shard(key), key, now)?;
+    st.count_read(header.is_some());
+    let Some(header) = header else {
         return Ok(Reply::Int(-2));
     };
     if header.expire_at == 0 {

@@ -88,15 +88,22 @@ pub(crate) fn execute(st: &Storage, spec: &'static CommandSpec, args: &[Bytes]) 
 }
 
 impl Storage {
-    /// Reads a live value, counting the hit or miss.
+    /// Reads a live value for a command that answers with it (GET, STRLEN, SET … GET…),
+    /// counting the hit or miss as Redis's read lookups do.
     pub(crate) fn read(&self, key: &[u8], now: i64) -> Result<Option<Value>, EngineError> {
-        let value = self.engine.get(self.shard(key), key, now)?;
+        let value = self.read_to_write(key, now)?;
         self.count_read(value.is_some());
         Ok(value)
     }
 
-    /// Reads a live value in place through `read` (see [`Engine::read_live`]), counting the
-    /// hit or miss.
+    /// Reads a live value a write starts from (APPEND, SETRANGE, SET NX…): not counted as a
+    /// keyspace hit or miss, as Redis does not count its write lookups.
+    pub(crate) fn read_to_write(&self, key: &[u8], now: i64) -> Result<Option<Value>, EngineError> {
+        self.engine.get(self.shard(key), key, now)
+    }
+
+    /// Reads a live value in place through `read` (see [`Engine::read_live`]) for a write
+    /// that starts from it (the increments): not counted, as [`Storage::read_to_write`].
     ///
     /// [`Engine::read_live`]: crate::engine::Engine::read_live
     pub(crate) fn read_with<R>(
@@ -105,9 +112,7 @@ impl Storage {
         now: i64,
         read: impl FnOnce(i64, &[u8]) -> R,
     ) -> Result<Option<R>, EngineError> {
-        let value = self.engine.read_live(self.shard(key), key, now, read)?;
-        self.count_read(value.is_some());
-        Ok(value)
+        self.engine.read_live(self.shard(key), key, now, read)
     }
 
     /// Writes one key's value in its own batch.
@@ -258,7 +263,12 @@ fn set_with(
         st.write_one(key, expire_at.unwrap_or(0), payload)?;
         return Ok(Reply::Ok);
     }
-    let old = st.read(key, now)?;
+    // Redis counts the lookup of SET … GET (a read), not that of NX, XX or KEEPTTL.
+    let old = if o.get {
+        st.read(key, now)?
+    } else {
+        st.read_to_write(key, now)?
+    };
     let found = old.is_some();
     if (o.nx && found) || (o.xx && !found) {
         return Ok(if o.get { bulk_or_nil(old) } else { Reply::Nil });
@@ -341,7 +351,7 @@ fn mset(st: &Storage, pairs: &[Bytes], only_if_none_exist: bool) -> Outcome {
 
 fn append(st: &Storage, key: &Bytes, tail: &Bytes) -> Outcome {
     let _guard = st.locks.lock(key);
-    let old = st.read(key, now_ms())?;
+    let old = st.read_to_write(key, now_ms())?;
     let (expire_at, mut payload) = match old {
         Some(v) => (v.expire_at, v.payload.to_vec()),
         None => (0, Vec::new()),
@@ -363,7 +373,6 @@ pub(crate) fn read_incremented(
     by: i64,
 ) -> Result<(i64, Result<i64, Reply>), EngineError> {
     if let Some(counter) = st.engine.counter(key, now) {
-        st.count_read(true);
         return Ok((
             counter.expire_at,
             counter.value.checked_add(by).ok_or(OVERFLOW),
@@ -413,7 +422,7 @@ fn incr_by(st: &Storage, key: &Bytes, by: i64) -> Outcome {
 
 fn incrbyfloat(st: &Storage, key: &Bytes, by: &Bytes) -> Outcome {
     let _guard = st.locks.lock(key);
-    let old = st.read(key, now_ms())?;
+    let old = st.read_to_write(key, now_ms())?;
     let sum = incr_by_float(old.as_ref().map(|v| &v.payload[..]), by).map_err(|e| match e {
         FloatError::NotFloat => NOT_FLOAT,
         FloatError::NanOrInfinity => Reply::error("ERR increment would produce NaN or Infinity"),
@@ -458,7 +467,7 @@ fn setrange(st: &Storage, args: &[Bytes]) -> Outcome {
     }
     let (key, patch) = (&args[1], &args[3]);
     let _guard = st.locks.lock(key);
-    let old = st.read(key, now_ms())?;
+    let old = st.read_to_write(key, now_ms())?;
     let old_len = old.as_ref().map_or(0, |v| v.payload.len() as i64);
     if patch.is_empty() {
         return Ok(Reply::Int(old_len));

@@ -19,24 +19,29 @@
 //! (nearly every SET and MSET) must be cheap: a bitmap by key hash, set when an entry is made
 //! and cleared only with the whole cache, answers most of them with one load and no lock. A
 //! batch's loads are made together, before any lock (see [`Counters::forget_all`]).
+//!
+//! An increment's key nearly always has an entry, and finding it is a cache miss or two. A
+//! group of increments asks for its keys' slots first ([`Counters::prefetch`]), so that their
+//! misses overlap instead of each waiting for the one before (`hash_slots`).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
-use ahash::AHashMap;
 use parking_lot::Mutex;
 use smallvec::SmallVec;
+
+use crate::hash_slots::{self, HashSlots, Shape};
 
 /// Segments, each behind its own mutex: two event loops rarely meet on one.
 const SEGMENTS: usize = 1024;
 
 /// Bits of the may-have-an-entry bitmap per counter the budget holds (of a 16-byte key): a
-/// key then shares a bit with one of a full cache's counters about one time in ten (1 MiB of
-/// bitmap for the default 64 MiB).
+/// key then shares a bit with one of a full cache's counters about one time in nine (512 KiB
+/// of bitmap for the default 64 MiB).
 const MAYBE_BITS_PER_ENTRY: usize = 8;
 
-/// What an entry costs besides a key too long to sit in it: the map's slot and the table's
-/// spare capacity, roughly.
-const ENTRY_OVERHEAD: usize = 64;
+/// What an entry costs besides a key too long to sit in it: its 64-byte slot and the
+/// table's spare capacity (a table is a quarter to five eighths empty), roughly.
+const ENTRY_OVERHEAD: usize = 112;
 
 /// A counter's last value and its key's expiry (ms since the epoch, 0 for none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,7 +52,7 @@ pub struct Counter {
 
 /// The cache: segments chosen by the key's hash (the one its data record is ordered by).
 pub struct Counters {
-    segments: Box<[Mutex<Segment>]>,
+    segments: Box<[Cell]>,
     /// Bytes one segment may hold; 0 turns the cache off.
     segment_budget: usize,
     /// Bits in `maybe`, a power of two.
@@ -59,11 +64,20 @@ pub struct Counters {
     entries: AtomicUsize,
 }
 
+/// A segment and where its slots are, readable without its lock for a prefetch.
+#[derive(Default)]
+struct Cell {
+    segment: Mutex<Segment>,
+    /// The segment's [`Shape`], set under the lock whenever its slots move.
+    first: AtomicPtr<u8>,
+    mask: AtomicUsize,
+}
+
 /// Entries by key hash: a write drops its hash's entry knowing only the hash, and a read
 /// checks the key (two keys of one 64-bit hash share an entry, the later one's).
 #[derive(Default)]
 struct Segment {
-    map: AHashMap<u64, Entry>,
+    map: HashSlots<Entry>,
     bytes: usize,
 }
 
@@ -73,6 +87,9 @@ struct Entry {
     key: SmallVec<[u8; 24]>,
     counter: Counter,
 }
+
+// An entry with its hash fills one 64-byte slot exactly: one cache line per lookup.
+const _: () = assert!(std::mem::size_of::<Option<(u64, Entry)>>() <= 64);
 
 fn cost(key: &[u8]) -> usize {
     key.len() + ENTRY_OVERHEAD
@@ -85,7 +102,7 @@ impl Counters {
             .next_power_of_two()
             .max(64);
         Counters {
-            segments: (0..SEGMENTS).map(|_| Mutex::default()).collect(),
+            segments: (0..SEGMENTS).map(|_| Cell::default()).collect(),
             segment_budget: budget_bytes / SEGMENTS,
             maybe_bits,
             maybe: (0..maybe_bits / 64).map(|_| AtomicU64::new(0)).collect(),
@@ -105,9 +122,33 @@ impl Counters {
         word.load(Ordering::Relaxed) & bit != 0
     }
 
-    fn segment(&self, hash: u64) -> &Mutex<Segment> {
+    fn cell(&self, hash: u64) -> &Cell {
         // High bits: the low ones pick the shard, and the lock stripe takes bits 20 and up.
         &self.segments[(hash >> 48) as usize % SEGMENTS]
+    }
+
+    fn segment(&self, hash: u64) -> &Mutex<Segment> {
+        &self.cell(hash).segment
+    }
+
+    /// Starts loading the slot `get(hash, …)` will read first: call it for every key of a
+    /// group before looking any of them up. Takes no lock.
+    pub fn prefetch(&self, hash: u64) {
+        let cell = self.cell(hash);
+        let shape = Shape {
+            first: cell.first.load(Ordering::Relaxed),
+            mask: cell.mask.load(Ordering::Relaxed),
+        };
+        hash_slots::prefetch::<Entry>(shape, hash);
+    }
+
+    /// Publishes where `segment`'s slots are now, for [`Counters::prefetch`]: call it with
+    /// the segment's lock held after anything that may have moved them.
+    fn publish(&self, hash: u64, segment: &Segment) {
+        let cell = self.cell(hash);
+        let shape = segment.map.shape();
+        cell.first.store(shape.first.cast_mut(), Ordering::Relaxed);
+        cell.mask.store(shape.mask, Ordering::Relaxed);
     }
 
     /// The key's counter, unless it has none or it expired by `now` (ms). `hash` is the
@@ -116,7 +157,7 @@ impl Counters {
         // No look at the bitmap: an increment's key nearly always has an entry, and the
         // bitmap's cache miss came on top of the segment's (a third of this function's time).
         let segment = self.segment(hash).lock();
-        let entry = segment.map.get(&hash).filter(|e| *e.key == *key)?;
+        let entry = segment.map.get(hash).filter(|e| *e.key == *key)?;
         let found = entry.counter;
         (found.expire_at == 0 || found.expire_at > now).then_some(found)
     }
@@ -128,7 +169,7 @@ impl Counters {
             return;
         }
         let mut segment = self.segment(hash).lock();
-        if let Some(entry) = segment.map.get_mut(&hash) {
+        if let Some(entry) = segment.map.get_mut(hash) {
             if *entry.key == *key {
                 entry.counter = counter;
                 return;
@@ -146,6 +187,7 @@ impl Counters {
         segment.map.insert(hash, Entry { key, counter });
         segment.bytes += cost;
         self.entries.fetch_add(1, Ordering::Relaxed);
+        self.publish(hash, &segment);
     }
 
     /// Drops every other entry of a full segment (which ones is up to the map's order).
@@ -153,7 +195,7 @@ impl Counters {
         let before = segment.map.len();
         let mut keep = false;
         let mut freed = 0;
-        segment.map.retain(|_, entry| {
+        segment.map.retain(|entry| {
             keep = !keep;
             if !keep {
                 freed += cost(&entry.key);
@@ -166,7 +208,7 @@ impl Counters {
     }
 
     fn remove(&self, segment: &mut Segment, hash: u64) {
-        if let Some(entry) = segment.map.remove(&hash) {
+        if let Some(entry) = segment.map.remove(hash) {
             segment.bytes -= cost(&entry.key);
             self.entries.fetch_sub(1, Ordering::Relaxed);
         }
@@ -192,12 +234,13 @@ impl Counters {
         for word in self.maybe.iter() {
             word.store(0, Ordering::Relaxed);
         }
-        for segment in self.segments.iter() {
-            let mut segment = segment.lock();
+        for cell in self.segments.iter() {
+            let mut segment = cell.segment.lock();
             let dropped = segment.map.len();
             segment.map.clear();
-            segment.map.shrink_to_fit();
             segment.bytes = 0;
+            cell.first.store(std::ptr::null_mut(), Ordering::Relaxed);
+            cell.mask.store(0, Ordering::Relaxed);
             self.entries.fetch_sub(dropped, Ordering::Relaxed);
         }
     }

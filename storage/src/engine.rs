@@ -496,8 +496,15 @@ impl Engine {
 
     /// The value an increment last wrote for `key`, if the counter cache still holds it
     /// (see [`Counters`]): then it is the key's live record, and no read is needed.
-    pub fn counter(&self, key: &[u8], now: i64) -> Option<Counter> {
-        self.counters.get(layout::order_of(key), key, now)
+    /// `hash` is the key's `layout::order_of`.
+    pub fn counter(&self, key: &[u8], hash: u64, now: i64) -> Option<Counter> {
+        self.counters.get(hash, key, now)
+    }
+
+    /// Starts loading where [`Engine::counter`] will look for the key of `hash` (see
+    /// [`Counters::prefetch`]).
+    pub fn prefetch_counter(&self, hash: u64) {
+        self.counters.prefetch(hash);
     }
 
     /// Keeps the integer an increment wrote for `key`. Call after its write was applied, with

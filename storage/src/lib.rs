@@ -7,6 +7,7 @@
 //! - `value`: the stored value header (format version, type, expiry).
 //! - `locks`: per-key write serialization, so read-modify-write commands lose no update.
 //! - `counters`: the integers the increments wrote, kept so the next increment skips a read.
+//! - `hash_slots`: the counter cache's table, whose slots a group prefetches before reading.
 //! - [`tally`]: per-request counts, kept per thread so the event loops share no cache line.
 //! - `strings`, `keyspace`, `walk`: the Redis commands, on top of the engine.
 //! - `group`: consecutive blind writes and increments of a batch, run as one engine write.
@@ -29,6 +30,7 @@ mod expiry;
 mod families;
 mod float;
 mod group;
+mod hash_slots;
 mod keyspace;
 mod layout;
 mod locks;

@@ -366,13 +366,15 @@ fn append(st: &Storage, key: &Bytes, tail: &Bytes) -> Outcome {
 
 /// A key's expiry and its integer value plus `by` (or the error INCRBY answers), from the
 /// counter cache or read in place; shared by INCR run alone and INCR in a gathered group.
+/// `hash` is the key's `layout::order_of`.
 pub(crate) fn read_incremented(
     st: &Storage,
     key: &[u8],
+    hash: u64,
     now: i64,
     by: i64,
 ) -> Result<(i64, Result<i64, Reply>), EngineError> {
-    if let Some(counter) = st.engine.counter(key, now) {
+    if let Some(counter) = st.engine.counter(key, hash, now) {
         return Ok((
             counter.expire_at,
             counter.value.checked_add(by).ok_or(OVERFLOW),
@@ -396,19 +398,14 @@ pub(crate) fn incremented(current: Option<&[u8]>, by: i64) -> Result<i64, Reply>
 
 fn incr_by(st: &Storage, key: &Bytes, by: i64) -> Outcome {
     let _guard = st.locks.lock(key);
-    let (expire_at, next) = read_incremented(st, key, now_ms(), by)?;
+    let hash = layout::order_of(key);
+    let (expire_at, next) = read_incremented(st, key, hash, now_ms(), by)?;
     let next = next?;
     let mut batch = st.engine.batch();
     let mut digits = itoa::Buffer::new();
     let payload = digits.format(next).as_bytes();
-    st.engine.put_increment(
-        &mut batch,
-        st.shard(key),
-        key,
-        layout::order_of(key),
-        expire_at,
-        payload,
-    )?;
+    st.engine
+        .put_increment(&mut batch, st.shard(key), key, hash, expire_at, payload)?;
     st.engine.write(batch)?;
     st.engine.remember_counter(
         key,

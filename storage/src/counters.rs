@@ -88,7 +88,7 @@ struct Entry {
     counter: Counter,
 }
 
-// An entry with its hash fills one 64-byte slot exactly: one cache line per lookup.
+// An entry with its hash fits one 64-byte slot: one cache line per lookup.
 const _: () = assert!(std::mem::size_of::<Option<(u64, Entry)>>() <= 64);
 
 fn cost(key: &[u8]) -> usize {
@@ -147,8 +147,13 @@ impl Counters {
     fn publish(&self, hash: u64, segment: &Segment) {
         let cell = self.cell(hash);
         let shape = segment.map.shape();
-        cell.first.store(shape.first.cast_mut(), Ordering::Relaxed);
-        cell.mask.store(shape.mask, Ordering::Relaxed);
+        // Stored only when it changed: the other loop reads these lines for its prefetches.
+        if cell.first.load(Ordering::Relaxed).cast_const() != shape.first
+            || cell.mask.load(Ordering::Relaxed) != shape.mask
+        {
+            cell.first.store(shape.first.cast_mut(), Ordering::Relaxed);
+            cell.mask.store(shape.mask, Ordering::Relaxed);
+        }
     }
 
     /// The key's counter, unless it has none or it expired by `now` (ms). `hash` is the

@@ -507,10 +507,11 @@ impl Engine {
         self.counters.prefetch(hash);
     }
 
-    /// Keeps the integer an increment wrote for `key`. Call after its write was applied, with
-    /// the key's lock still held, since every other write of the key drops the entry.
-    pub fn remember_counter(&self, key: &[u8], counter: Counter) {
-        self.counters.set(layout::order_of(key), key, counter);
+    /// Keeps the integer an increment wrote for `key` (`hash`: its `layout::order_of`). Call
+    /// after its write was applied, with the key's lock still held, since every other write of
+    /// the key drops the entry.
+    pub fn remember_counter(&self, key: &[u8], hash: u64, counter: Counter) {
+        self.counters.set(hash, key, counter);
     }
 
     /// Stores `payload` under `key`, indexing its expiry if it has one.

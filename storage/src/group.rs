@@ -197,8 +197,8 @@ impl Storage {
         }
         let written = self.engine.write(batch);
         if written.is_ok() {
-            for (key, counter) in &counters {
-                self.engine.remember_counter(key, *counter);
+            for (key, hash, counter) in &counters {
+                self.engine.remember_counter(key, *hash, *counter);
             }
             self.note_writes_failing(false);
         }
@@ -216,7 +216,7 @@ impl Storage {
         blind: bool,
         replies: &mut Vec<Reply>,
         batch: &mut Writes,
-        counters: &mut SmallVec<[(Bytes, Counter); INLINE_COUNTERS]>,
+        counters: &mut SmallVec<[(Bytes, u64, Counter); INLINE_COUNTERS]>,
     ) -> Result<(), Failure> {
         // Blind writes only: nothing reads, the pairs go straight into the batch (one hash
         // per pair).
@@ -286,7 +286,7 @@ impl Storage {
                     let payload = digits.format(value).as_bytes();
                     self.engine
                         .put_increment(batch, shard, key, hash, expire_at, payload)?;
-                    counters.push((key.clone(), Counter { expire_at, value }));
+                    counters.push((key.clone(), hash, Counter { expire_at, value }));
                 }
             }
         }

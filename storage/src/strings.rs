@@ -409,6 +409,7 @@ fn incr_by(st: &Storage, key: &Bytes, by: i64) -> Outcome {
     st.engine.write(batch)?;
     st.engine.remember_counter(
         key,
+        hash,
         Counter {
             expire_at,
             value: next,

@@ -64,8 +64,9 @@ struct Turn {
     writes: Option<Writes>,
     /// The stripes the waiting groups hold.
     taken: Taken,
-    /// The integers the waiting increments wrote, for the counter cache once applied.
-    counters: Vec<(Bytes, Counter)>,
+    /// The integers the waiting increments wrote (key, its hash, value), for the counter
+    /// cache once applied.
+    counters: Vec<(Bytes, u64, Counter)>,
     /// The log position after the last turn this thread applied: the log must reach it
     /// before the replies of its writes leave.
     applied_through: u64,
@@ -117,7 +118,7 @@ impl Storage {
         &self,
         writes: Writes,
         taken: Taken,
-        counters: impl Iterator<Item = (Bytes, Counter)>,
+        counters: impl Iterator<Item = (Bytes, u64, Counter)>,
         deferred: &mut Deferred,
     ) {
         let mut turn = self.turns.threads.get_or_default().borrow_mut();
@@ -155,8 +156,8 @@ impl Storage {
         let written = self.engine.write(writes);
         if written.is_ok() {
             // With the keys' stripes still held: see `counters`.
-            for (key, counter) in counters.drain(..) {
-                self.engine.remember_counter(&key, counter);
+            for (key, hash, counter) in counters.drain(..) {
+                self.engine.remember_counter(&key, hash, counter);
             }
         }
         self.locks.release(&mut taken);

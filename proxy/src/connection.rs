@@ -26,7 +26,7 @@ use crate::context::{ServerContext, TCP_KEEPALIVE_SECS};
 use crate::dispatch::{authorize, dispatch};
 use crate::session::Session;
 use crate::shutdown::Shutdown;
-use crate::stats::{BatchCounts, ClientGuard, COMMAND_METRICS};
+use crate::stats::{BatchCounts, ClientGuard};
 use crate::tls::{ClientStream, Tls};
 use ringkv_storage::{Deferred, WriteGroup};
 
@@ -292,6 +292,7 @@ impl Connection {
                 Ok(Parsed::Request) if concurrent => match command::resolve(&self.args) {
                     Ok(spec) if spec.route != Route::Local => {
                         if let Err(reply) = authorize(&self.session, spec, &self.args) {
+                            ctx.stats.commands.reject(spec);
                             self.args.clear();
                             in_flight.push(InFlight::Done(reply));
                             continue;
@@ -302,7 +303,7 @@ impl Connection {
                             &mut self.args,
                             spare.unwrap_or_else(|| Vec::with_capacity(8)),
                         );
-                        let backend = &ctx.backend;
+                        let (backend, stats) = (&ctx.backend, &ctx.stats);
                         match all_sent
                             .then(|| backend.send_now(spec, &args, at))
                             .flatten()
@@ -317,7 +318,7 @@ impl Connection {
                                 all_sent = false;
                                 in_flight.push(InFlight::Waiting(Box::pin(async move {
                                     let reply = backend.execute(spec, &args).await;
-                                    COMMAND_METRICS.record(spec, reply.is_error(), at.elapsed());
+                                    stats.record_command(spec, reply.is_error(), at.elapsed());
                                     reply
                                 })));
                             }
@@ -339,6 +340,9 @@ impl Connection {
                         }
                     }
                     Err(reply) => {
+                        if let Ok(spec) = command::named(&self.args) {
+                            ctx.stats.commands.reject(spec);
+                        }
                         self.args.clear();
                         in_flight.push(InFlight::Done(reply));
                     }
@@ -364,7 +368,7 @@ impl Connection {
                     self.run_gathered(ctx).await;
                     self.settle(ctx, in_flight).await;
                     tracing::debug!(peer = %self.session.peer, %err, "protocol error, closing");
-                    self.push(&Reply::error_owned(format!("ERR {err}")));
+                    self.push(ctx, &Reply::error_owned(format!("ERR {err}")));
                     return Ok(Next::Close);
                 }
             }
@@ -376,7 +380,7 @@ impl Connection {
         if in_flight.is_empty() {
             return;
         }
-        let backend = &ctx.backend;
+        let (backend, stats) = (&ctx.backend, &ctx.stats);
         let spare_args = &mut self.spare_args;
         poll_fn(|cx| {
             let mut done = true;
@@ -394,7 +398,7 @@ impl Connection {
                     match backend.poll_answer(started, cx) {
                         Poll::Ready(Answer::Reply(reply)) => {
                             let took = now.get_or_insert_with(Instant::now).duration_since(at);
-                            COMMAND_METRICS.record(spec, reply.is_error(), took);
+                            stats.record_command(spec, reply.is_error(), took);
                             keep_spare(spare_args, std::mem::take(args));
                             *slot = InFlight::Done(reply);
                         }
@@ -403,7 +407,7 @@ impl Connection {
                             let args = std::mem::take(args);
                             *slot = InFlight::Waiting(Box::pin(async move {
                                 let reply = backend.retry(refused, &args).await;
-                                COMMAND_METRICS.record(spec, reply.is_error(), at.elapsed());
+                                stats.record_command(spec, reply.is_error(), at.elapsed());
                                 reply
                             }));
                         }
@@ -426,7 +430,7 @@ impl Connection {
         .await;
         for slot in in_flight.drain(..) {
             if let InFlight::Done(reply) = slot {
-                self.push(&reply);
+                self.push(ctx, &reply);
             }
         }
     }
@@ -439,7 +443,7 @@ impl Connection {
         self.args.clear();
         self.counts.commands += u64::from(outcome.ran);
         self.wrote |= outcome.wrote;
-        self.push(&outcome.reply);
+        self.push(ctx, &outcome.reply);
         if self.session.closing {
             return Ok(Some(Next::Close));
         }
@@ -466,8 +470,11 @@ impl Connection {
         let took = started.elapsed();
         self.counts.commands += replies.len() as u64;
         for (spec, reply) in specs.drain(..).zip(replies.drain(..)) {
-            COMMAND_METRICS.record(spec, reply.is_error(), took);
-            self.counts.errors += u64::from(reply.is_error());
+            ctx.stats.record_command(spec, reply.is_error(), took);
+            if reply.is_error() {
+                self.counts.errors += 1;
+                ctx.stats.commands.error(&reply);
+            }
             // An error acknowledges nothing (see `Outcome::wrote`).
             self.wrote |= !reply.is_error();
             reply.encode(self.session.protocol, &mut self.output);
@@ -476,8 +483,11 @@ impl Connection {
 
     /// Encodes a reply in the session's protocol (after the command ran: HELLO 3's own reply
     /// is already RESP3).
-    fn push(&mut self, reply: &Reply) {
-        self.counts.errors += u64::from(reply.is_error());
+    fn push(&mut self, ctx: &ServerContext, reply: &Reply) {
+        if reply.is_error() {
+            self.counts.errors += 1;
+            ctx.stats.commands.error(reply);
+        }
         reply.encode(self.session.protocol, &mut self.output);
     }
 

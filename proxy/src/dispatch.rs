@@ -15,7 +15,6 @@ use ringkv_common::resp::Reply;
 use crate::cmd;
 use crate::context::ServerContext;
 use crate::session::Session;
-use crate::stats::COMMAND_METRICS;
 
 /// The reply to one request, and whether a command ran (unknown commands and wrong arity
 /// are not counted in `total_commands_processed`, as in Redis).
@@ -50,14 +49,18 @@ pub async fn dispatch(session: &mut Session, ctx: &ServerContext, args: &[Bytes]
     let spec = match command::resolve(args) {
         Ok(spec) => spec,
         Err(reply) => {
+            if let Ok(spec) = command::named(args) {
+                ctx.stats.commands.reject(spec);
+            }
             return Outcome {
                 reply,
                 ran: false,
                 wrote: false,
-            }
+            };
         }
     };
     if let Err(reply) = authorize(session, spec, args) {
+        ctx.stats.commands.reject(spec);
         return Outcome {
             reply,
             ran: false,
@@ -71,7 +74,8 @@ pub async fn dispatch(session: &mut Session, ctx: &ServerContext, args: &[Bytes]
             ctx.backend.execute(spec, args).await
         }
     };
-    COMMAND_METRICS.record(spec, reply.is_error(), started.elapsed());
+    ctx.stats
+        .record_command(spec, reply.is_error(), started.elapsed());
     let wrote = spec.route != Route::Local && spec.has(command::flag::WRITE) && !reply.is_error();
     Outcome {
         reply,

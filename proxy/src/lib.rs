@@ -19,6 +19,7 @@
 //! - [`pool`]: pooled, pipelined connections to one storage node, for the cluster backend.
 //! - [`context`]: what all connections share: settings, counters, backend.
 //! - [`stats`]: lock-free counters for INFO.
+//! - [`command_stats`]: INFO commandstats and errorstats, counted per thread.
 //! - [`tls`]: TLS on the client port (rustls).
 //! - [`process`]: facts about this process for INFO (memory, CPU, OS).
 
@@ -27,6 +28,7 @@
 pub mod backend;
 pub mod cluster;
 pub mod cmd;
+pub mod command_stats;
 pub mod config;
 pub mod connection;
 pub mod context;

@@ -5,10 +5,13 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use ringkv_common::command::CommandSpec;
 use ringkv_common::metrics::{names, CommandTable, Layer};
 
+use crate::command_stats::CommandStats;
+
 /// Count and latency per command, as clients see them (exported to Prometheus).
-pub static COMMAND_METRICS: CommandTable = CommandTable::new(Layer::Client);
+static COMMAND_METRICS: CommandTable = CommandTable::new(Layer::Client);
 
 /// Samples between two copies of these counters to the metrics exporter (one second).
 const EXPORT_EVERY: usize = 10;
@@ -37,6 +40,8 @@ pub struct Stats {
     pub net_output_bytes: AtomicU64,
     /// The last computed instantaneous_ops_per_sec.
     ops_per_sec: AtomicU64,
+    /// Per command and per error code, for INFO commandstats and errorstats.
+    pub commands: CommandStats,
 }
 
 /// What one batch of requests adds to the counters.
@@ -53,6 +58,14 @@ pub struct BatchCounts {
 }
 
 impl Stats {
+    /// Counts one command that ran, `failed` when its reply is an error: for the metrics
+    /// exporter and for INFO commandstats.
+    #[inline]
+    pub fn record_command(&self, spec: &CommandSpec, failed: bool, took: Duration) {
+        COMMAND_METRICS.record(spec, failed, took);
+        self.commands.record(spec, failed, took);
+    }
+
     /// Adds a batch's figures: a few relaxed atomic adds per batch, none per command.
     pub fn add_batch(&self, counts: BatchCounts) {
         if counts.commands > 0 {
@@ -98,6 +111,7 @@ impl Stats {
         ] {
             counter.store(0, Relaxed);
         }
+        self.commands.reset();
     }
 
     /// Samples the command counter forever (spawn it; it ends with the runtime) to keep

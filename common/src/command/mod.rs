@@ -175,6 +175,17 @@ pub fn gatherable(args: &[Bytes]) -> Option<(&'static CommandSpec, Gathered)> {
 /// Finds the command a request names and checks its arity, answering exactly as Redis 7 does
 /// when the command or subcommand is unknown or the argument count is wrong.
 pub fn resolve(args: &[Bytes]) -> Result<&'static CommandSpec, Reply> {
+    let spec = named(args)?;
+    if !spec.arity_ok(args.len()) {
+        return Err(wrong_arity(spec.name));
+    }
+    Ok(spec)
+}
+
+/// The command (or subcommand) a request names, its arity unchecked; Redis's unknown-command
+/// or unknown-subcommand error otherwise. When [`resolve`] refuses a request this still
+/// finds, the arity was wrong: INFO counts that against the command (`rejected_calls`).
+pub fn named(args: &[Bytes]) -> Result<&'static CommandSpec, Reply> {
     let name = &args[0];
     let Some(base) = lookup(name) else {
         return Err(unknown_command(args));
@@ -198,9 +209,6 @@ pub fn resolve(args: &[Bytes]) -> Result<&'static CommandSpec, Reply> {
             }
         }
     };
-    if !spec.arity_ok(args.len()) {
-        return Err(wrong_arity(spec.name));
-    }
     Ok(spec)
 }
 

@@ -33,6 +33,11 @@ pub enum Section {
     Cpu,
     /// Loaded modules (none).
     Modules,
+    /// Calls, time, rejections and failures per command (only when asked for by name, or
+    /// with `all` or `everything`, as in Redis).
+    Commandstats,
+    /// Error replies per error code.
+    Errorstats,
     /// Whether cluster mode is on.
     Cluster,
     /// Keys per database.
@@ -41,7 +46,7 @@ pub enum Section {
 
 impl Section {
     /// Every section, in output order.
-    pub const ALL: [Section; 10] = [
+    pub const ALL: [Section; 12] = [
         Section::Server,
         Section::Clients,
         Section::Memory,
@@ -50,6 +55,8 @@ impl Section {
         Section::Replication,
         Section::Cpu,
         Section::Modules,
+        Section::Commandstats,
+        Section::Errorstats,
         Section::Cluster,
         Section::Keyspace,
     ];
@@ -65,6 +72,8 @@ impl Section {
             Section::Replication => "replication",
             Section::Cpu => "cpu",
             Section::Modules => "modules",
+            Section::Commandstats => "commandstats",
+            Section::Errorstats => "errorstats",
             Section::Cluster => "cluster",
             Section::Keyspace => "keyspace",
         }
@@ -81,6 +90,8 @@ impl Section {
             Section::Replication => "Replication",
             Section::Cpu => "CPU",
             Section::Modules => "Modules",
+            Section::Commandstats => "Commandstats",
+            Section::Errorstats => "Errorstats",
             Section::Cluster => "Cluster",
             Section::Keyspace => "Keyspace",
         }
@@ -91,16 +102,20 @@ impl Section {
     }
 }
 
-/// Which sections a request asks for, as a bit set: none given, `default`, `all` and
-/// `everything` mean every section ringkv has; unknown names are ignored, as Redis does.
+/// Which sections a request asks for, as a bit set: none given and `default` mean every
+/// section ringkv has but commandstats, `all` and `everything` add it; unknown names are
+/// ignored, as Redis does.
 pub fn selected(args: &[Bytes]) -> u16 {
     let every = Section::ALL.iter().fold(0, |bits, s| bits | s.bit());
+    let default = every & !Section::Commandstats.bit();
     if args.is_empty() {
-        return every;
+        return default;
     }
     let mut bits = 0;
     for arg in args {
-        if [&b"default"[..], b"all", b"everything"]
+        if arg.eq_ignore_ascii_case(b"default") {
+            bits |= default;
+        } else if [&b"all"[..], b"everything"]
             .iter()
             .any(|word| arg.eq_ignore_ascii_case(word))
         {
@@ -136,8 +151,22 @@ pub fn render(bits: u16, ctx: &ServerContext, engine: &StorageStats) -> String {
             out.push_str("\r\n");
         }
         let _ = write!(out, "# {}\r\n", section.title());
-        for (field, value) in fields(*section, ctx, engine) {
-            let _ = write!(out, "{field}:{value}\r\n");
+        match section {
+            Section::Commandstats => {
+                for (name, counts) in ctx.stats.commands.commands() {
+                    let _ = write!(out, "cmdstat_{name}:{}\r\n", counts.render());
+                }
+            }
+            Section::Errorstats => {
+                for (code, count) in ctx.stats.commands.errors() {
+                    let _ = write!(out, "errorstat_{code}:count={count}\r\n");
+                }
+            }
+            _ => {
+                for (field, value) in fields(*section, ctx, engine) {
+                    let _ = write!(out, "{field}:{value}\r\n");
+                }
+            }
         }
     }
     out
@@ -191,7 +220,7 @@ fn fields(
                 ("maxmemory", "0".into()),
                 ("maxmemory_human", "0B".into()),
                 ("maxmemory_policy", "noeviction".into()),
-                ("mem_allocator", "libc".into()),
+                ("mem_allocator", "mimalloc".into()),
             ]
         }
         Section::Persistence => vec![
@@ -248,7 +277,8 @@ fn fields(
                 ("used_cpu_user", format!("{user:.6}")),
             ]
         }
-        Section::Modules => Vec::new(),
+        // Listed by `render`, one line per command or error code.
+        Section::Modules | Section::Commandstats | Section::Errorstats => Vec::new(),
         // Not Redis Cluster's protocol (clients must not try to follow MOVED): the cluster is
         // behind this proxy, which reports it in its own fields.
         Section::Cluster => match ctx.backend.cluster_status() {
@@ -292,18 +322,24 @@ mod tests {
 
     #[test]
     fn section_selection() {
-        let every = selected(&[]);
+        let every = selected(&args(&["ALL"]));
         assert_eq!(every.count_ones() as usize, Section::ALL.len());
-        assert_eq!(selected(&args(&["default"])), every);
-        assert_eq!(selected(&args(&["ALL"])), every);
         assert_eq!(selected(&args(&["everything"])), every);
+        let default = selected(&[]);
+        assert_eq!(default, every & !Section::Commandstats.bit());
+        assert_eq!(selected(&args(&["default"])), default);
+        assert_eq!(
+            selected(&args(&["default", "commandstats"])),
+            every,
+            "a section named besides default is added to it"
+        );
         assert_eq!(selected(&args(&["nosuch"])), 0);
         assert_eq!(
             selected(&args(&["KEYSPACE", "server", "keyspace"])),
             Section::Server.bit() | Section::Keyspace.bit()
         );
         assert_eq!(
-            selected(&args(&["commandstats"])),
+            selected(&args(&["latencystats"])),
             0,
             "sections ringkv lacks are ignored"
         );

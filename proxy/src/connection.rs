@@ -384,8 +384,10 @@ impl Connection {
         let spare_args = &mut self.spare_args;
         poll_fn(|cx| {
             let mut done = true;
-            // One clock read for every reply this poll finds.
+            // One clock read, and one lookup of this thread's counts, for every reply this
+            // poll finds.
             let mut now = None;
+            let mut local = None;
             for slot in in_flight.iter_mut() {
                 if let InFlight::Sent {
                     started,
@@ -398,7 +400,8 @@ impl Connection {
                     match backend.poll_answer(started, cx) {
                         Poll::Ready(Answer::Reply(reply)) => {
                             let took = now.get_or_insert_with(Instant::now).duration_since(at);
-                            stats.record_command(spec, reply.is_error(), took);
+                            let local = local.get_or_insert_with(|| stats.commands.local());
+                            stats.record_command_with(local, spec, reply.is_error(), took);
                             keep_spare(spare_args, std::mem::take(args));
                             *slot = InFlight::Done(reply);
                         }
@@ -469,8 +472,9 @@ impl Connection {
         // Every request of the group waited for the whole group.
         let took = started.elapsed();
         self.counts.commands += replies.len() as u64;
-        for (spec, reply) in specs.drain(..).zip(replies.drain(..)) {
-            ctx.stats.record_command(spec, reply.is_error(), took);
+        ctx.stats.record_group(specs, replies, took);
+        specs.clear();
+        for reply in replies.drain(..) {
             if reply.is_error() {
                 self.counts.errors += 1;
                 ctx.stats.commands.error(&reply);

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use ringkv_common::command::CommandSpec;
 use ringkv_common::metrics::{names, CommandTable, Layer};
+use ringkv_common::resp::Reply;
 
-use crate::command_stats::CommandStats;
+use crate::command_stats::{CommandStats, LocalCounts};
 
 /// Count and latency per command, as clients see them (exported to Prometheus).
 static COMMAND_METRICS: CommandTable = CommandTable::new(Layer::Client);
@@ -64,6 +65,29 @@ impl Stats {
     pub fn record_command(&self, spec: &CommandSpec, failed: bool, took: Duration) {
         COMMAND_METRICS.record(spec, failed, took);
         self.commands.record(spec, failed, took);
+    }
+
+    /// Counts the commands of a group that ran as one engine write, each taking `took`
+    /// (`replies[i]` answers `specs[i]`): this thread's counts are looked up once.
+    pub fn record_group(&self, specs: &[&'static CommandSpec], replies: &[Reply], took: Duration) {
+        let local = self.commands.local();
+        for (spec, reply) in specs.iter().zip(replies) {
+            self.record_command_with(&local, spec, reply.is_error(), took);
+        }
+    }
+
+    /// [`Stats::record_command`] with this thread's counts looked up already, for a caller
+    /// that records many.
+    #[inline]
+    pub fn record_command_with(
+        &self,
+        local: &LocalCounts<'_>,
+        spec: &CommandSpec,
+        failed: bool,
+        took: Duration,
+    ) {
+        COMMAND_METRICS.record(spec, failed, took);
+        local.record(spec, failed, took);
     }
 
     /// Adds a batch's figures: a few relaxed atomic adds per batch, none per command.

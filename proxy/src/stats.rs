@@ -41,6 +41,10 @@ pub struct Stats {
     pub net_output_bytes: AtomicU64,
     /// The last computed instantaneous_ops_per_sec.
     ops_per_sec: AtomicU64,
+    /// The last computed rates behind instantaneous_input_kbps and instantaneous_output_kbps,
+    /// in bytes per second.
+    input_per_sec: AtomicU64,
+    output_per_sec: AtomicU64,
     /// Per command and per error code, for INFO commandstats and errorstats.
     pub commands: CommandStats,
 }
@@ -122,6 +126,16 @@ impl Stats {
         self.ops_per_sec.load(Relaxed)
     }
 
+    /// KiB read from clients per second, averaged over the last 1.6 seconds.
+    pub fn input_kbps(&self) -> f64 {
+        self.input_per_sec.load(Relaxed) as f64 / 1024.0
+    }
+
+    /// KiB written to clients per second, averaged over the last 1.6 seconds.
+    pub fn output_kbps(&self) -> f64 {
+        self.output_per_sec.load(Relaxed) as f64 / 1024.0
+    }
+
     /// CONFIG RESETSTAT: zeroes the counters (not the connected_clients gauge).
     pub fn reset(&self) {
         for counter in [
@@ -132,18 +146,30 @@ impl Stats {
             &self.net_input_bytes,
             &self.net_output_bytes,
             &self.ops_per_sec,
+            &self.input_per_sec,
+            &self.output_per_sec,
         ] {
             counter.store(0, Relaxed);
         }
         self.commands.reset();
     }
 
-    /// Samples the command counter forever (spawn it; it ends with the runtime) to keep
-    /// instantaneous_ops_per_sec current.
+    /// Samples the command and byte counters forever (spawn it; it ends with the runtime) to
+    /// keep instantaneous_ops_per_sec, instantaneous_input_kbps and instantaneous_output_kbps
+    /// current.
     pub async fn sample_ops(&self) {
-        let mut ring = [0u64; SAMPLES];
-        let mut next = 0usize;
-        let mut last = self.commands_processed.load(Relaxed);
+        let mut rates = [
+            (&self.commands_processed, &self.ops_per_sec, Rate::default()),
+            (&self.net_input_bytes, &self.input_per_sec, Rate::default()),
+            (
+                &self.net_output_bytes,
+                &self.output_per_sec,
+                Rate::default(),
+            ),
+        ];
+        for (total, _, rate) in &mut rates {
+            rate.last = total.load(Relaxed);
+        }
         let mut interval = tokio::time::interval(SAMPLE_EVERY);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_at = tokio::time::Instant::now();
@@ -151,18 +177,38 @@ impl Stats {
         loop {
             interval.tick().await;
             let now = tokio::time::Instant::now();
-            let total = self.commands_processed.load(Relaxed);
             let elapsed_ms = now.duration_since(last_at).as_millis().max(1) as u64;
-            ring[next] = total.saturating_sub(last) * 1000 / elapsed_ms;
-            next = (next + 1) % SAMPLES;
-            (last, last_at) = (total, now);
-            self.ops_per_sec
-                .store(ring.iter().sum::<u64>() / SAMPLES as u64, Relaxed);
+            last_at = now;
+            for (total, average, rate) in &mut rates {
+                average.store(rate.sample(total.load(Relaxed), elapsed_ms), Relaxed);
+            }
             ticks += 1;
             if ticks.is_multiple_of(EXPORT_EVERY) {
                 self.export();
             }
         }
+    }
+}
+
+/// Redis's instantaneous metrics: a counter's per-second rate in each of the last `SAMPLES`
+/// samples.
+#[derive(Default)]
+struct Rate {
+    samples: [u64; SAMPLES],
+    next: usize,
+    /// The counter at the last sample.
+    last: u64,
+}
+
+impl Rate {
+    /// Takes a sample of the counter, `elapsed_ms` after the last one, and returns the
+    /// average rate per second over the samples kept. A counter that went down (CONFIG
+    /// RESETSTAT) counts as no change.
+    fn sample(&mut self, total: u64, elapsed_ms: u64) -> u64 {
+        self.samples[self.next] = total.saturating_sub(self.last) * 1000 / elapsed_ms.max(1);
+        self.next = (self.next + 1) % SAMPLES;
+        self.last = total;
+        self.samples.iter().sum::<u64>() / SAMPLES as u64
     }
 }
 
@@ -209,6 +255,21 @@ mod tests {
             1,
             "a gauge survives RESETSTAT"
         );
+    }
+
+    #[test]
+    fn rates_average_the_last_samples_and_survive_a_reset() {
+        let mut rate = Rate::default();
+        // 1,600 per 100 ms for a full ring: 16,000 a second.
+        let mut total = 0;
+        for _ in 0..SAMPLES {
+            total += 1600;
+            assert!(rate.sample(total, 100) <= 16_000);
+        }
+        assert_eq!(rate.sample(total + 1600, 100), 16_000);
+        // The counter was reset: that sample counts as nothing, the next ones as before.
+        assert_eq!(rate.sample(0, 100), 15_000);
+        assert_eq!(rate.sample(1600, 100), 15_000);
     }
 
     #[test]

@@ -400,6 +400,47 @@ async fn keyspace_hits_and_misses_sum_every_connections_reads() {
     server.stop().await;
 }
 
+/// instantaneous_ops_per_sec, instantaneous_input_kbps and instantaneous_output_kbps follow
+/// the traffic as Redis's do (sampled every 100 ms, averaged over 1.6 s, the rates in KiB/s
+/// with two decimals): dashboards built for Redis plot them.
+#[tokio::test]
+async fn instantaneous_rates_follow_the_traffic() {
+    let server = start().await;
+    let mut c = server.client().await;
+    let mut watcher = server.client().await;
+    assert_eq!(
+        info_stat(&mut watcher, "unexpected_error_replies").await,
+        "0"
+    );
+    let value = "x".repeat(4096);
+    let set = req(&["SET", "k", &value]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        for _ in 0..50 {
+            roundtrip(&mut c, &set, b"+OK\r\n").await;
+        }
+        let ops = info_stat(&mut watcher, "instantaneous_ops_per_sec").await;
+        let input = info_stat(&mut watcher, "instantaneous_input_kbps").await;
+        let output = info_stat(&mut watcher, "instantaneous_output_kbps").await;
+        for kbps in [&input, &output] {
+            assert_eq!(
+                kbps.split_once('.').map(|(_, decimals)| decimals.len()),
+                Some(2),
+                "a rate in KiB/s with two decimals: {kbps}"
+            );
+        }
+        let positive = |v: &str| v.parse::<f64>().expect("a number") > 0.0;
+        if positive(&ops) && positive(&input) && positive(&output) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "rates still not moved by the traffic: ops {ops}, input {input}, output {output}"
+        );
+    }
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn command_alone_lists_every_command() {
     let server = start().await;

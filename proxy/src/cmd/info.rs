@@ -253,6 +253,14 @@ fn fields(
                 count(stats.net_output_bytes.load(Relaxed)),
             ),
             (
+                "instantaneous_input_kbps",
+                format!("{:.2}", stats.input_kbps()),
+            ),
+            (
+                "instantaneous_output_kbps",
+                format!("{:.2}", stats.output_kbps()),
+            ),
+            (
                 "rejected_connections",
                 count(stats.rejected_connections.load(Relaxed)),
             ),
@@ -260,6 +268,8 @@ fn fields(
             ("evicted_keys", "0".into()),
             ("keyspace_hits", count(engine.keyspace_hits)),
             ("keyspace_misses", count(engine.keyspace_misses)),
+            // Errors from a master or an AOF Redis did not expect: ringkv has neither.
+            ("unexpected_error_replies", "0".into()),
             (
                 "total_error_replies",
                 count(stats.error_replies.load(Relaxed)),

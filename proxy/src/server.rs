@@ -152,7 +152,7 @@ impl Server {
         let controller = ShutdownController::new();
         let sampler = tokio::spawn({
             let ctx = Arc::clone(&ctx);
-            async move { ctx.stats.sample_ops().await }
+            async move { ctx.stats.sample_rates().await }
         });
         tokio::select! {
             () = accept_loop(&listener, &ctx, &controller, loops.as_ref()) => {}

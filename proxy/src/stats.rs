@@ -157,7 +157,7 @@ impl Stats {
     /// Samples the command and byte counters forever (spawn it; it ends with the runtime) to
     /// keep instantaneous_ops_per_sec, instantaneous_input_kbps and instantaneous_output_kbps
     /// current.
-    pub async fn sample_ops(&self) {
+    pub async fn sample_rates(&self) {
         let mut rates = [
             (&self.commands_processed, &self.ops_per_sec, Rate::default()),
             (&self.net_input_bytes, &self.input_per_sec, Rate::default()),

@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::command::{CommandSpec, COMMANDS};
+use crate::command::{all_specs, command_slots, CommandSpec};
 use crate::glob::glob_match;
 use crate::resp::Reply;
 
@@ -78,18 +78,6 @@ pub struct User {
     /// `commands[cmd as usize]`: whether the user may run it.
     commands: Vec<bool>,
     keys: Keys,
-}
-
-/// Every command and subcommand of the table.
-fn all_specs() -> impl Iterator<Item = &'static CommandSpec> {
-    COMMANDS
-        .iter()
-        .chain(COMMANDS.iter().flat_map(|c| c.subcommands.iter()))
-}
-
-/// Size of a table indexed by `Cmd as usize`.
-fn command_slots() -> usize {
-    all_specs().map(|s| s.cmd as usize + 1).max().unwrap_or(0)
 }
 
 fn digest(password: &[u8]) -> [u8; 32] {

@@ -736,7 +736,7 @@ impl Cluster {
     /// counts).
     pub fn node_info(&self, i: usize) -> String {
         let mut client = self.node_client(i);
-        info_text(&mut client).unwrap_or_else(|e| panic!("INFO on node {i}: {e}"))
+        info_text(&mut client, &[]).unwrap_or_else(|e| panic!("INFO on node {i}: {e}"))
     }
 
     /// The `map_epoch` node `i` reports in `INFO`.
@@ -753,7 +753,7 @@ impl Cluster {
             || {
                 let mut client = RespClient::connect(addr).ok()?;
                 client.command(&["AUTH", &self.secret]).ok()?;
-                let info = info_text(&mut client).ok()?;
+                let info = info_text(&mut client, &[]).ok()?;
                 let seen: u64 = info_field(&info, "map_epoch")?.parse().ok()?;
                 (seen >= epoch).then_some(())
             },
@@ -1074,9 +1074,12 @@ impl Drop for Cluster {
     }
 }
 
-/// `INFO` over `client`, as text.
-fn info_text(client: &mut RespClient) -> Result<String, String> {
-    match client.command(&["INFO"])? {
+/// `INFO` of `sections` (all of the default ones when empty) over `client`, as text.
+pub fn info_text(client: &mut RespClient, sections: &[&str]) -> Result<String, String> {
+    let request: Vec<&str> = std::iter::once("INFO")
+        .chain(sections.iter().copied())
+        .collect();
+    match client.command(&request)? {
         Reply::Bulk(text) | Reply::Verbatim { data: text, .. } => {
             Ok(String::from_utf8_lossy(&text).into_owned())
         }

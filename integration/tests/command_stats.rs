@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use ringkv_integration::cluster::Cluster;
+use ringkv_integration::cluster::{info_text, Cluster};
 use ringkv_integration::{encode_command, RespClient, Server};
 
 /// Requests that run, fail as they run (`failed_calls`), are refused before running (wrong
@@ -53,13 +53,8 @@ const PIPELINE: &[&[&str]] = &[
 type Listed = (BTreeMap<String, (u64, u64, u64)>, BTreeMap<String, u64>);
 
 fn listed(client: &mut RespClient, who: &str) -> Listed {
-    let reply = client.cmd(&["INFO", "commandstats", "errorstats"]);
-    let info = String::from_utf8_lossy(
-        reply
-            .as_bytes()
-            .unwrap_or_else(|| panic!("{who}: INFO answered {reply}")),
-    )
-    .into_owned();
+    let info =
+        info_text(client, &["commandstats", "errorstats"]).unwrap_or_else(|e| panic!("{who}: {e}"));
     let mut commands = BTreeMap::new();
     let mut errors = BTreeMap::new();
     for line in info.lines() {
@@ -134,10 +129,9 @@ fn count_as_redis(ringkv: &mut RespClient, redis: &mut RespClient) {
     assert_eq!(ours.0.get("incr"), Some(&(4, 0, 2)), "{:?}", ours.0);
 }
 
-/// The section headers an INFO reply has.
-fn sections(client: &mut RespClient, args: &[&str]) -> Vec<String> {
-    let reply = client.cmd(args);
-    let text = String::from_utf8_lossy(reply.as_bytes().expect("INFO text")).into_owned();
+/// The section headers of `INFO <sections>`.
+fn sections(client: &mut RespClient, sections: &[&str]) -> Vec<String> {
+    let text = info_text(client, sections).unwrap_or_else(|e| panic!("{e}"));
     text.lines()
         .filter_map(|l| l.strip_prefix("# "))
         .map(|s| s.trim().to_string())
@@ -183,7 +177,7 @@ fn commands_refused_for_authentication_count_as_rejected() {
 fn default_info_has_errorstats_and_all_adds_commandstats_as_in_redis() {
     let ringkv = Server::ringkv(&[]);
     let redis = Server::redis(&[]);
-    for args in [&["INFO"][..], &["INFO", "default"], &["INFO", "all"]] {
+    for args in [&[][..], &["default"], &["all"]] {
         let has = |client: &mut RespClient| {
             let listed = sections(client, args);
             (

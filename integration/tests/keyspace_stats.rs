@@ -7,7 +7,7 @@
 //! INFO itself counts nothing, so no reset is needed, and the same holds through a cluster
 //! proxy, whose INFO sums its storage nodes' counters.
 
-use ringkv_integration::cluster::{info_field, Cluster};
+use ringkv_integration::cluster::{info_field, info_text, Cluster};
 use ringkv_integration::{encode_command, RespClient, Server};
 
 /// Commands in order, over keys that exist and keys that do not. The keys RENAME, RENAMENX
@@ -64,13 +64,7 @@ const COMMANDS: &[&[&str]] = &[
 
 /// The two counters from INFO stats.
 fn hits_and_misses(client: &mut RespClient, who: &str) -> (u64, u64) {
-    let reply = client.cmd(&["INFO", "stats"]);
-    let info = String::from_utf8_lossy(
-        reply
-            .as_bytes()
-            .unwrap_or_else(|| panic!("{who}: INFO answered {reply}")),
-    )
-    .into_owned();
+    let info = info_text(client, &["stats"]).unwrap_or_else(|e| panic!("{who}: {e}"));
     let field = |name: &str| -> u64 {
         info_field(&info, name)
             .and_then(|v| v.parse().ok())

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use ringkv_common::command::{CommandSpec, COMMANDS};
+use ringkv_common::command::{all_specs, command_slots, CommandSpec};
 use ringkv_common::resp::Reply;
 use thread_local::ThreadLocal;
 
@@ -98,16 +98,9 @@ fn bump(count: &AtomicU64, by: u64) {
 fn specs() -> &'static [Option<&'static CommandSpec>] {
     static SPECS: OnceLock<Vec<Option<&'static CommandSpec>>> = OnceLock::new();
     SPECS.get_or_init(|| {
-        let mut specs: Vec<Option<&'static CommandSpec>> = Vec::new();
-        for spec in COMMANDS
-            .iter()
-            .chain(COMMANDS.iter().flat_map(|c| c.subcommands.iter()))
-        {
-            let i = spec.cmd as usize;
-            if specs.len() <= i {
-                specs.resize(i + 1, None);
-            }
-            specs[i] = Some(spec);
+        let mut specs = vec![None; command_slots()];
+        for spec in all_specs() {
+            specs[spec.cmd as usize] = Some(spec);
         }
         specs
     })

@@ -125,6 +125,19 @@ fn index() -> &'static AHashMap<&'static [u8], &'static CommandSpec> {
     })
 }
 
+/// Every command and subcommand of the table, for tables that cover them all (ACL rights,
+/// metrics handles, INFO commandstats).
+pub fn all_specs() -> impl Iterator<Item = &'static CommandSpec> {
+    COMMANDS
+        .iter()
+        .chain(COMMANDS.iter().flat_map(|c| c.subcommands.iter()))
+}
+
+/// Size of a table indexed by `Cmd as usize`: every command and subcommand has its slot.
+pub fn command_slots() -> usize {
+    all_specs().map(|s| s.cmd as usize + 1).max().unwrap_or(0)
+}
+
 /// Looks a name up case-insensitively without allocating; `None` for unknown names.
 pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     if name.len() > MAX_NAME {
@@ -356,10 +369,7 @@ mod tests {
     #[test]
     fn every_command_name_is_unique_and_lowercase() {
         let mut seen = std::collections::HashSet::new();
-        for spec in COMMANDS
-            .iter()
-            .chain(COMMANDS.iter().flat_map(|c| c.subcommands.iter()))
-        {
+        for spec in all_specs() {
             assert!(seen.insert(spec.name), "duplicate {}", spec.name);
             assert_eq!(spec.name, spec.name.to_ascii_lowercase());
         }

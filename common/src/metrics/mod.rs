@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use metrics::{describe_counter, describe_gauge, describe_histogram, Counter, Histogram, Unit};
 
-use crate::command::{CommandSpec, Route, COMMANDS};
+use crate::command::{all_specs, CommandSpec, Route};
 
 pub mod histogram;
 mod http;
@@ -251,11 +251,8 @@ impl CommandTable {
 
     fn handles(&self) -> &[Option<CommandHandles>] {
         self.table.get_or_init(|| {
-            let specs = COMMANDS
-                .iter()
-                .chain(COMMANDS.iter().flat_map(|c| c.subcommands.iter()));
             let mut table: Vec<Option<CommandHandles>> = Vec::new();
-            for spec in specs {
+            for spec in all_specs() {
                 let handles = match self.layer {
                     Layer::Client => CommandHandles {
                         ok: metrics::counter!(names::COMMANDS, "command" => spec.name, "outcome" => "ok"),

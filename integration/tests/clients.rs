@@ -203,6 +203,70 @@ async fn keyspace_commands_behave_as_documented() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_lcs_and_object_through_the_client_library() {
+    let server = Server::ringkv(&[]);
+    let mut con = connect(&server).await;
+    let () = con.set_ex("src", "ohmytext", 1000).await.expect("SETEX");
+    let copied: bool = con
+        .copy("src", "dst", redis::CopyOptions::default())
+        .await
+        .expect("COPY");
+    assert!(copied, "COPY to a new key");
+    let value: String = con.get("dst").await.expect("GET copy");
+    assert_eq!(value, "ohmytext");
+    let ttl: i64 = con.ttl("dst").await.expect("TTL copy");
+    assert!(
+        (1..=1000).contains(&ttl),
+        "COPY keeps the expiry: TTL {ttl}"
+    );
+    let () = con.set("src", "mynewtext").await.expect("SET");
+    let copied: bool = con
+        .copy("src", "dst", redis::CopyOptions::default())
+        .await
+        .expect("COPY onto an existing key");
+    assert!(!copied, "COPY without REPLACE leaves an existing key");
+    let copied: bool = con
+        .copy(
+            "src",
+            "dst",
+            redis::CopyOptions::default().replace(true).db(0),
+        )
+        .await
+        .expect("COPY REPLACE DB 0");
+    assert!(copied);
+    let ttl: i64 = con.ttl("dst").await.expect("TTL replaced");
+    assert_eq!(ttl, -1, "the replaced copy has the source's (no) expiry");
+    let other_db: redis::RedisResult<bool> = con
+        .copy("src", "x", redis::CopyOptions::default().db(1))
+        .await;
+    let other_db = other_db.expect_err("COPY DB 1");
+    assert!(
+        other_db.to_string().contains("DB index is out of range"),
+        "{other_db}"
+    );
+
+    let () = con.set("a", "ohmytext").await.expect("SET a");
+    let common: String = query(&mut con, &["LCS", "a", "src"]).await;
+    assert_eq!(common, "mytext");
+    let len: i64 = query(&mut con, &["LCS", "a", "src", "LEN"]).await;
+    assert_eq!(len, 6);
+
+    let () = con.set("n", 42).await.expect("SET n");
+    let () = con.set("long", "x".repeat(45)).await.expect("SET long");
+    for (key, encoding) in [("n", "int"), ("a", "embstr"), ("long", "raw")] {
+        let found: Option<String> = con.object_encoding(key).await.expect("OBJECT ENCODING");
+        assert_eq!(found.as_deref(), Some(encoding), "OBJECT ENCODING {key}");
+    }
+    let missing: Option<String> = con.object_encoding("nope").await.expect("OBJECT ENCODING");
+    assert_eq!(missing, None);
+    let idle: redis::RedisResult<Option<usize>> = con.object_idletime("a").await;
+    let idle = idle.expect_err("OBJECT IDLETIME is not tracked");
+    assert!(idle.to_string().contains("does not track"), "{idle}");
+    let part: String = query(&mut con, &["SUBSTR", "a", "2", "3"]).await;
+    assert_eq!(part, "my");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expire_ttl_and_persist_lifecycle() {
     let server = Server::ringkv(&[]);
     let mut con = connect(&server).await;

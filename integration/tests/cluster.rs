@@ -325,7 +325,7 @@ fn keys_written_through_one_proxy_are_read_through_the_other() {
 }
 
 #[test]
-fn multi_key_writes_across_shards_are_refused_with_crossslot_unless_hash_tagged() {
+fn multi_key_commands_that_must_run_whole_are_refused_across_shards_unless_hash_tagged() {
     let cluster = Cluster::builder().nodes(2).proxies(1).shards(16).start();
     let shards = cluster.shards();
     let mut c = cluster.proxy(0);
@@ -353,6 +353,8 @@ fn multi_key_writes_across_shards_are_refused_with_crossslot_unless_hash_tagged(
     assert_eq!(c.cmd(&["SET", &a, "x"]), ok());
     assert_eq!(c.cmd(&["RENAME", &a, &b]), crossslot);
     assert_eq!(c.cmd(&["RENAMENX", &a, &b]), crossslot);
+    assert_eq!(c.cmd(&["COPY", &a, &b]), crossslot);
+    assert_eq!(c.cmd(&["LCS", &a, &b]), crossslot);
     assert_eq!(
         c.cmd(&["GET", &a]),
         bulk("x"),
@@ -376,6 +378,10 @@ fn multi_key_writes_across_shards_are_refused_with_crossslot_unless_hash_tagged(
     assert_eq!(c.cmd(&["GET", tc]), bulk("1"));
     assert_eq!(c.cmd(&["RENAMENX", tc, tb]), Reply::Integer(0));
     assert_eq!(c.cmd(&["RENAMENX", tc, ta]), Reply::Integer(1));
+    assert_eq!(c.cmd(&["COPY", ta, tc]), Reply::Integer(1));
+    assert_eq!(c.cmd(&["LCS", tb, tc, "LEN"]), Reply::Integer(0));
+    assert_eq!(c.cmd(&["COPY", tb, tc, "REPLACE"]), Reply::Integer(1));
+    assert_eq!(c.cmd(&["DEL", tc]), Reply::Integer(1));
     assert_eq!(
         c.cmd(&["MGET", ta, tb, tc]),
         Reply::Array(vec![bulk("1"), bulk("2"), Reply::Null])

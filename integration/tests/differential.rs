@@ -19,9 +19,11 @@
 //!   design (and CLIENT SETINFO does not exist in redis 7.0).
 //! - The same streams also run through a proxy of a 3-node cluster ([`Target::Cluster`]):
 //!   clients of a cluster must not be able to tell it from one server. The one difference is
-//!   by design: MSETNX, RENAME and RENAMENX whose keys are in different shards are refused
-//!   with CROSSSLOT (the README says so), so in the cluster streams those commands draw their
-//!   keys from [`TAGGED_KEYS`], which share a hash tag and so a shard. Everything else,
+//!   by design: MSETNX, RENAME, RENAMENX, COPY and LCS whose keys are in different shards are
+//!   refused with CROSSSLOT (the README says so), so in the cluster streams those commands
+//!   draw their keys from [`TAGGED_KEYS`], which share a hash tag and so a shard. OBJECT
+//!   ENCODING and REFCOUNT run right after a SET of their key (ringkv answers them for the
+//!   value as SET stores it, see the README), and OBJECT IDLETIME not at all. Everything else,
 //!   including MSET, MGET, DEL, EXISTS, TOUCH, UNLINK, SCAN, KEYS, DBSIZE, RANDOMKEY and
 //!   FLUSHALL across shards, must match exactly as in the standalone streams.
 
@@ -733,7 +735,7 @@ const KEYS: &[&[u8]] = &[
 ];
 
 /// The keys of [`KEYS`] that share the hash tag `{user}`, so one shard: where the cluster
-/// streams draw the keys of MSETNX, RENAME and RENAMENX (see the module doc).
+/// streams draw the keys of MSETNX, RENAME, RENAMENX, COPY and LCS (see the module doc).
 const TAGGED_KEYS: &[&[u8]] = &[b"{user}:1", b"{user}:2", b"{user}:3"];
 
 /// Values chosen to be interesting to integer and float parsers as well as plain strings.
@@ -866,6 +868,9 @@ const ARITIES: &[(&str, i32)] = &[
     ("randomkey", 1),
     ("rename", 3),
     ("renamenx", 3),
+    ("copy", -3),
+    ("lcs", -3),
+    ("substr", 4),
     ("dbsize", 1),
     ("echo", 2),
     ("select", 2),
@@ -890,7 +895,7 @@ struct Gen {
     /// Lowercase command names left out (`DIFF_SKIP`).
     skip: Vec<Vec<u8>>,
     /// Whether the stream goes through a cluster proxy (single-shard keys for MSETNX,
-    /// RENAME and RENAMENX).
+    /// RENAME, RENAMENX, COPY and LCS).
     target: Target,
 }
 
@@ -1132,7 +1137,10 @@ impl Gen {
             935..=969 => self.inline(),
             970..=973 => self.reset(),
             974..=977 => self.flush(),
-            _ => self.get(),
+            978..=985 => self.copy(),
+            986..=990 => self.lcs(),
+            991..=994 => self.substr(),
+            _ => self.object(),
         }
     }
 
@@ -1308,6 +1316,39 @@ impl Gen {
         self.step(args)
     }
 
+    fn substr(&mut self) -> Vec<Step> {
+        let args = vec![
+            self.name("substr"),
+            self.key(),
+            self.offset(),
+            self.offset(),
+        ];
+        self.step(args)
+    }
+
+    /// LCS with a random mix of its options, now and then a malformed one.
+    fn lcs(&mut self) -> Vec<Step> {
+        let mut args = vec![
+            self.name("lcs"),
+            self.same_shard_key(),
+            self.same_shard_key(),
+        ];
+        for _ in 0..self.rng.gen_range(0..4) {
+            match self.rng.gen_range(0..10) {
+                0..=2 => args.push(self.opt("idx")),
+                3 | 4 => args.push(self.opt("len")),
+                5 | 6 => args.push(self.opt("withmatchlen")),
+                7 | 8 => {
+                    args.push(self.opt("minmatchlen"));
+                    let n = self.pick(&[b"0".as_slice(), b"1", b"2", b"3", b"-1", b"x"]);
+                    args.push(n.to_vec());
+                }
+                _ => args.push(self.pick(&[b"minmatchlen".as_slice(), b"bogus"]).to_vec()),
+            }
+        }
+        self.step(args)
+    }
+
     fn setrange(&mut self) -> Vec<Step> {
         let value = self.value();
         let offset: Vec<u8> = match self.rng.gen_range(0..10) {
@@ -1472,6 +1513,59 @@ impl Gen {
             self.same_shard_key()
         };
         self.step(vec![name, from, to])
+    }
+
+    /// COPY with REPLACE and DB in any order, DB 0 (the only database), out of range or not
+    /// a number, and now and then a malformed option.
+    fn copy(&mut self) -> Vec<Step> {
+        let from = self.same_shard_key();
+        let to = if self.chance(0.1) {
+            from.clone()
+        } else {
+            self.same_shard_key()
+        };
+        let mut args = vec![self.name("copy"), from, to];
+        for _ in 0..self.rng.gen_range(0..3) {
+            match self.rng.gen_range(0..10) {
+                0..=3 => args.push(self.opt("replace")),
+                4..=8 => {
+                    args.push(self.opt("db"));
+                    let db = [b"0".as_slice(), b"0", b"1", b"-1", b"x", b"2147483648"];
+                    args.push(self.pick(&db).to_vec());
+                }
+                _ => args.push(self.pick(&[b"db".as_slice(), b"bogus"]).to_vec()),
+            }
+        }
+        self.step(args)
+    }
+
+    /// OBJECT ENCODING / REFCOUNT right after a SET of the key (ringkv answers for the value
+    /// as SET stores it, see the README), FREQ (not tracked, as Redis without an LFU policy)
+    /// on any key, and HELP.
+    fn object(&mut self) -> Vec<Step> {
+        let key = self.key();
+        match self.rng.gen_range(0..6) {
+            0..=3 => {
+                let sub = if self.chance(0.5) {
+                    self.opt("encoding")
+                } else {
+                    self.opt("refcount")
+                };
+                let value = self.value();
+                vec![
+                    Step::exact(vec![self.name("set"), key.clone(), value]),
+                    Step::exact(vec![self.name("object"), sub, key]),
+                ]
+            }
+            4 => {
+                let args = vec![self.name("object"), self.opt("freq"), key];
+                self.step(args)
+            }
+            _ => {
+                let args = vec![self.name("object"), self.opt("help")];
+                self.step(args)
+            }
+        }
     }
 
     fn dbsize(&mut self) -> Vec<Step> {

@@ -10,8 +10,8 @@
 use ringkv_integration::cluster::{info_field, info_text, Cluster};
 use ringkv_integration::{encode_command, RespClient, Server};
 
-/// Commands in order, over keys that exist and keys that do not. The keys RENAME, RENAMENX
-/// and MSETNX take share a hash tag, so a cluster runs them (one shard); EXISTS and TOUCH
+/// Commands in order, over keys that exist and keys that do not. The keys RENAME, RENAMENX,
+/// MSETNX, COPY and LCS take share a hash tag, so a cluster runs them (one shard); EXISTS and TOUCH
 /// take keys of different shards.
 const COMMANDS: &[&[&str]] = &[
     &["GET", "k"],
@@ -57,6 +57,15 @@ const COMMANDS: &[&[&str]] = &[
     &["MSETNX", "{t}a", "1", "{t}c", "2"],
     &["RENAME", "{t}a", "{t}d"],
     &["RENAMENX", "{t}d", "{t}b"],
+    &["COPY", "{t}b", "{t}e"],
+    &["COPY", "{t}nokey", "{t}e"],
+    &["COPY", "{t}b", "{t}e", "REPLACE"],
+    &["LCS", "{t}b", "{t}nokey"],
+    &["LCS", "{t}b", "{t}e", "LEN", "IDX"],
+    &["SUBSTR", "k", "0", "1"],
+    &["OBJECT", "ENCODING", "k"],
+    &["OBJECT", "REFCOUNT", "nokey"],
+    &["OBJECT", "FREQ", "k"],
     &["DEL", "k", "nokey"],
     &["DBSIZE"],
     &["KEYS", "*"],

@@ -1,7 +1,8 @@
-//! The keyspace commands: existence, deletion, expiry and renaming, as Redis 7 answers them.
+//! The keyspace commands: existence, deletion, expiry, renaming and copying, as Redis 7
+//! answers them.
 
 use bytes::Bytes;
-use ringkv_common::args::{int_arg, invalid_expire, NO_SUCH_KEY};
+use ringkv_common::args::{int_arg, invalid_expire, is_opt, NO_SUCH_KEY, SYNTAX};
 use ringkv_common::clock::now_ms;
 use ringkv_common::command::{Cmd, CommandSpec};
 use ringkv_common::resp::Reply;
@@ -31,6 +32,10 @@ pub(crate) fn execute(st: &Storage, spec: &'static CommandSpec, args: &[Bytes]) 
         Cmd::Persist => persist(st, &args[1]),
         Cmd::Rename => rename(st, &args[1], &args[2], false),
         Cmd::Renamenx => rename(st, &args[1], &args[2], true),
+        Cmd::Copy => copy(st, args),
+        Cmd::ObjectEncoding | Cmd::ObjectRefcount | Cmd::ObjectFreq | Cmd::ObjectIdletime => {
+            crate::object::execute(st, spec, &args[2])
+        }
         _ => Ok(Reply::error("ERR command not served by the storage engine")),
     }
 }
@@ -215,6 +220,49 @@ fn rename(st: &Storage, from: &Bytes, to: &Bytes, nx: bool) -> Outcome {
     st.engine.delete(&mut batch, st.shard(from), from)?;
     st.engine.write(batch)?;
     Ok(if nx { Reply::Int(1) } else { Reply::Ok })
+}
+
+/// COPY source destination [DB destination-db] [REPLACE], in Redis's order of checks:
+/// options, then the same-key error, then the source, then the destination. Only database 0
+/// exists, so `DB` names it or is out of range.
+fn copy(st: &Storage, args: &[Bytes]) -> Outcome {
+    let (from, to) = (&args[1], &args[2]);
+    let mut replace = false;
+    let mut options = args[3..].iter();
+    while let Some(option) = options.next() {
+        if is_opt(option, "replace") {
+            replace = true;
+        } else if let (true, Some(db)) = (is_opt(option, "db"), options.clone().next()) {
+            options.next();
+            let db = int_arg(db)?;
+            if i32::try_from(db).is_err() {
+                return Err(Reply::error(
+                    "ERR value is out of range, value must between -2147483648 and 2147483647",
+                )
+                .into());
+            }
+            if db != 0 {
+                return Err(Reply::error("ERR DB index is out of range").into());
+            }
+        } else {
+            return Err(SYNTAX.into());
+        }
+    }
+    if from == to {
+        return Err(Reply::error("ERR source and destination objects are the same").into());
+    }
+    let _held = st.locks.lock_many([&from[..], &to[..]].into_iter());
+    let now = now_ms();
+    let value = st.engine.get(st.shard(from), from, now)?;
+    st.count_read(value.is_some());
+    let Some(value) = value else {
+        return Ok(Reply::Int(0));
+    };
+    if !replace && st.engine.header(st.shard(to), to, now)?.is_some() {
+        return Ok(Reply::Int(0));
+    }
+    st.write_one(to, value.expire_at, &value.payload)?;
+    Ok(Reply::Int(1))
 }
 
 #[cfg(test)]

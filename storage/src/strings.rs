@@ -13,6 +13,7 @@ use crate::counters::Counter;
 use crate::engine::EngineError;
 use crate::float::{incr_by_float, FloatError};
 use crate::layout;
+use crate::lcs;
 use crate::value::Value;
 use crate::{Outcome, Storage};
 
@@ -81,7 +82,9 @@ pub(crate) fn execute(st: &Storage, spec: &'static CommandSpec, args: &[Bytes]) 
             n => incr_by(st, &args[1], -n),
         },
         Cmd::Incrbyfloat => incrbyfloat(st, &args[1], &args[2]),
-        Cmd::Getrange => getrange(st, args),
+        // SUBSTR is GETRANGE's old name, answered the same way.
+        Cmd::Getrange | Cmd::Substr => getrange(st, args),
+        Cmd::Lcs => lcs(st, args),
         Cmd::Setrange => setrange(st, args),
         _ => Ok(Reply::error("ERR command not served by the storage engine")),
     }
@@ -456,6 +459,18 @@ fn getrange(st: &Storage, args: &[Bytes]) -> Outcome {
     Ok(Reply::Bulk(
         value.payload.slice(start as usize..=end as usize),
     ))
+}
+
+/// LCS key1 key2 [options]. As in Redis, both keys are read (and counted as read lookups)
+/// before the options are checked, and a missing key is the empty string. Like MGET, the two
+/// reads take no lock.
+fn lcs(st: &Storage, args: &[Bytes]) -> Outcome {
+    let now = now_ms();
+    let a = st.read(&args[1], now)?;
+    let b = st.read(&args[2], now)?;
+    let options = lcs::Options::parse(&args[3..])?;
+    let payload = |v: &Option<Value>| v.as_ref().map_or(Bytes::new(), |v| v.payload.clone());
+    Ok(lcs::answer(&payload(&a), &payload(&b), options)?)
 }
 
 fn setrange(st: &Storage, args: &[Bytes]) -> Outcome {

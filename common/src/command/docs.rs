@@ -129,7 +129,7 @@ pub struct Arg {
 impl Arg {
     fn plain(name: &str) -> Arg {
         let kind = match name {
-            "key" | "newkey" => "key",
+            "key" | "newkey" | "key1" | "key2" | "source" | "destination" => "key",
             "seconds"
             | "milliseconds"
             | "unix-time-seconds"
@@ -142,7 +142,9 @@ impl Arg {
             | "decrement"
             | "cursor"
             | "count"
-            | "protover" => "integer",
+            | "protover"
+            | "destination-db"
+            | "min-match-len" => "integer",
             _ => "string",
         };
         Arg {

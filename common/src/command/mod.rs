@@ -84,6 +84,15 @@ pub enum Cmd {
     Randomkey,
     Rename,
     Renamenx,
+    Copy,
+    Substr,
+    Lcs,
+    Object,
+    ObjectEncoding,
+    ObjectFreq,
+    ObjectIdletime,
+    ObjectRefcount,
+    ObjectHelp,
 }
 
 /// Which data-type family a command belongs to (its Redis group).
@@ -102,9 +111,18 @@ impl Cmd {
         match self {
             Get | Set | Setnx | Setex | Psetex | Getset | Getdel | Getex | Mget | Mset | Msetnx
             | Append | Strlen | Incr | Decr | Incrby | Decrby | Incrbyfloat | Getrange
-            | Setrange => Family::String,
+            | Setrange | Substr | Lcs => Family::String,
             _ => Family::Other,
         }
+    }
+
+    /// Whether a command with keys in several shards must run whole or not at all: in a
+    /// cluster such a request is refused with CROSSSLOT instead of split per shard.
+    pub const fn all_or_nothing(self) -> bool {
+        matches!(
+            self,
+            Cmd::Msetnx | Cmd::Rename | Cmd::Renamenx | Cmd::Copy | Cmd::Lcs
+        )
     }
 }
 

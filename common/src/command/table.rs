@@ -137,6 +137,11 @@ impl CommandSpec {
 
     /// ACL categories as COMMAND INFO lists them, in Redis's order.
     pub fn acl_categories(&self) -> Vec<&'static str> {
+        // A container alone (CLIENT, CONFIG, OBJECT) only ever answers a wrong arity; Redis
+        // lists it as slow and puts the categories on its subcommands.
+        if self.arity == -2 && !self.subcommands.is_empty() {
+            return vec!["@slow"];
+        }
         let mut cats = Vec::new();
         if self.group == "generic" {
             cats.push("@keyspace");
@@ -362,6 +367,40 @@ static CONFIG_SUBCOMMANDS: [CommandSpec; 4] = [
     local(Cmd::ConfigHelp, "config|help", 2, LOADING | STALE, "server", "5.0.0", "Returns helpful text about the different subcommands.", ""),
 ];
 
+/// OBJECT's key is its third argument.
+const fn object_sub(
+    cmd: Cmd,
+    name: &'static str,
+    since: &'static str,
+    summary: &'static str,
+) -> CommandSpec {
+    spec(
+        cmd,
+        name,
+        3,
+        READONLY,
+        KeyRange {
+            first: 2,
+            last: 2,
+            step: 1,
+        },
+        Route::SingleShard,
+        "generic",
+        since,
+        summary,
+        "key",
+    )
+}
+
+#[rustfmt::skip]
+static OBJECT_SUBCOMMANDS: [CommandSpec; 5] = [
+    object_sub(Cmd::ObjectEncoding, "object|encoding", "2.2.3", "Returns the internal encoding of a Redis object."),
+    object_sub(Cmd::ObjectFreq, "object|freq", "4.0.0", "Returns the logarithmic access frequency counter of a Redis object."),
+    object_sub(Cmd::ObjectIdletime, "object|idletime", "2.2.3", "Returns the time since the last access to a Redis object."),
+    object_sub(Cmd::ObjectRefcount, "object|refcount", "2.2.3", "Returns the reference count of a value of a key."),
+    local(Cmd::ObjectHelp, "object|help", 2, LOADING | STALE, "generic", "6.2.0", "Returns helpful text about the different subcommands.", ""),
+];
+
 #[allow(clippy::too_many_arguments)]
 const fn container(
     cmd: Cmd,
@@ -428,6 +467,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     keyed(Cmd::Incrbyfloat, "incrbyfloat", 3, WRITE | DENYOOM | FAST, "2.6.0", "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist.", "key increment"),
     keyed(Cmd::Getrange, "getrange", 4, READONLY, "2.4.0", "Returns a substring of the string stored at a key.", "key start end"),
     keyed(Cmd::Setrange, "setrange", 4, WRITE | DENYOOM, "2.2.0", "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.", "key offset value"),
+    keyed(Cmd::Substr, "substr", 4, READONLY, "1.0.0", "Returns a substring from a string value.", "key start end"),
+    multi(Cmd::Lcs, "lcs", -3, READONLY, TWO_KEYS, "7.0.0", "Finds the longest common substring.", "key1 key2 [LEN] [IDX] [MINMATCHLEN min-match-len] [WITHMATCHLEN]"),
     // keyspace
     multi(Cmd::Del, "del", -2, WRITE, ALL_KEYS, "1.0.0", "Deletes one or more keys.", "key [key ...]"),
     multi(Cmd::Unlink, "unlink", -2, WRITE | FAST, ALL_KEYS, "4.0.0", "Asynchronously deletes one or more keys.", "key [key ...]"),
@@ -448,4 +489,6 @@ pub static COMMANDS: &[CommandSpec] = &[
     all_shards(Cmd::Randomkey, "randomkey", 1, READONLY, "generic", "Returns a random key name from the database.", ""),
     multi(Cmd::Rename, "rename", 3, WRITE, TWO_KEYS, "1.0.0", "Renames a key and overwrites the destination.", "key newkey"),
     multi(Cmd::Renamenx, "renamenx", 3, WRITE | FAST, TWO_KEYS, "1.0.0", "Renames a key only when the target key name doesn't exist.", "key newkey"),
+    multi(Cmd::Copy, "copy", -3, WRITE | DENYOOM, TWO_KEYS, "6.2.0", "Copies the value of a key to a new key.", "source destination [DB destination-db] [REPLACE]"),
+    container(Cmd::Object, "object", "generic", "2.2.3", "A container for object introspection commands.", &OBJECT_SUBCOMMANDS),
 ];

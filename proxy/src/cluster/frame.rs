@@ -19,9 +19,56 @@ pub fn to_reply(frame: BytesFrame) -> Reply {
     }
 }
 
+/// A storage node's LCS reply for the client: with IDX it is Redis's two-entry map
+/// (`matches`, `len`), which the node's RESP2 sent as a flat array; a RESP3 client must get a
+/// map again. Every other LCS reply passes unchanged.
+pub fn lcs_reply(reply: Reply) -> Reply {
+    match reply {
+        Reply::Array(items) if is_lcs_map(&items) => {
+            let mut items = items.into_iter();
+            let mut pairs = Vec::with_capacity(2);
+            while let (Some(key), Some(value)) = (items.next(), items.next()) {
+                pairs.push((key, value));
+            }
+            Reply::Map(pairs)
+        }
+        other => other,
+    }
+}
+
+fn is_lcs_map(items: &[Reply]) -> bool {
+    matches!(
+        items,
+        [Reply::Bulk(m), Reply::Array(_), Reply::Bulk(l), Reply::Int(_)]
+            if &m[..] == b"matches" && &l[..] == b"len"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_lcs_idx_reply_becomes_a_map_again() {
+        let flat = Reply::Array(vec![
+            Reply::bulk_static(b"matches"),
+            Reply::Array(vec![]),
+            Reply::bulk_static(b"len"),
+            Reply::Int(0),
+        ]);
+        assert_eq!(
+            lcs_reply(flat),
+            Reply::Map(vec![
+                (Reply::bulk_static(b"matches"), Reply::Array(vec![])),
+                (Reply::bulk_static(b"len"), Reply::Int(0)),
+            ])
+        );
+        assert_eq!(lcs_reply(Reply::Int(6)), Reply::Int(6));
+        assert_eq!(
+            lcs_reply(Reply::bulk_static(b"mytext")),
+            Reply::bulk_static(b"mytext")
+        );
+    }
 
     #[test]
     fn every_frame_kind_converts() {

@@ -11,9 +11,9 @@
 //! - several keys (MGET, MSET, DEL, EXISTS, UNLINK, TOUCH): one request per storage node
 //!   (a `SHARDS` envelope, whatever the number of its shards the keys are in), sent
 //!   together, merged back in key order; when every key is in one shard, the command goes
-//!   whole. A node part that is refused is sent again per shard. MSETNX, RENAME and RENAMENX
-//!   must stay atomic, so across shards they are refused with Redis Cluster's CROSSSLOT
-//!   error (hash tags keep keys together);
+//!   whole. A node part that is refused is sent again per shard. MSETNX, RENAME, RENAMENX,
+//!   COPY and LCS must run whole, so across shards they are refused with Redis Cluster's
+//!   CROSSSLOT error (hash tags keep keys together);
 //! - every shard (DBSIZE, KEYS, FLUSHALL, RANDOMKEY): one request per shard, merged; SCAN
 //!   walks the shards in order, its cursor naming shard and position.
 //!
@@ -290,6 +290,10 @@ impl Cluster {
         args: &[Bytes],
         now: Instant,
     ) -> Option<Started> {
+        if spec.cmd == Cmd::Lcs {
+            // Its IDX reply is a map the node's RESP2 flattens: `multi_key` restores it.
+            return None;
+        }
         let first = shard_of(args.get(1)?, self.shards);
         let node = *routes.primaries.get(first as usize)?;
         let pool = routes.nodes.get(node)?.pool.as_ref()?;
@@ -310,8 +314,9 @@ impl Cluster {
             return start(routes, first, request, Sent::Shard, now);
         }
         // Refused whole (CROSSSLOT) or malformed: `multi_key` answers those.
-        let cross_slot = matches!(spec.cmd, Cmd::Msetnx | Cmd::Rename | Cmd::Renamenx);
-        if cross_slot || (spec.cmd == Cmd::Mset && !(args.len() - 1).is_multiple_of(2)) {
+        if spec.cmd.all_or_nothing()
+            || (spec.cmd == Cmd::Mset && !(args.len() - 1).is_multiple_of(2))
+        {
             return None;
         }
         let request = envelope::shards(routes.epoch, args);
@@ -349,17 +354,21 @@ impl Cluster {
         let _ = tokio::time::timeout(MAP_WAIT, receiver.wait_for(|&e| e >= epoch)).await;
     }
 
-    /// MGET, MSET, DEL, EXISTS, UNLINK, TOUCH split per node; MSETNX, RENAME, RENAMENX whole
-    /// or refused.
+    /// MGET, MSET, DEL, EXISTS, UNLINK, TOUCH split per node; MSETNX, RENAME, RENAMENX, COPY
+    /// and LCS whole or refused ([`Cmd::all_or_nothing`]).
     async fn multi_key(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Reply {
         let first = shard_of(&args[1], self.shards);
         let single = spec
             .key_indexes(args.len())
             .all(|i| shard_of(&args[i], self.shards) == first);
         if single {
-            return self.call(first, args).await;
+            let reply = self.call(first, args).await;
+            return match spec.cmd {
+                Cmd::Lcs => frame::lcs_reply(reply),
+                _ => reply,
+            };
         }
-        if matches!(spec.cmd, Cmd::Msetnx | Cmd::Rename | Cmd::Renamenx) {
+        if spec.cmd.all_or_nothing() {
             return CROSSSLOT;
         }
         if matches!(spec.cmd, Cmd::Mset) && !(args.len() - 1).is_multiple_of(2) {

@@ -56,6 +56,7 @@ pub async fn run(
         Cmd::ConfigHelp => config::help(&args[0]),
         Cmd::Info => info::info(&args[1..], ctx).await,
         Cmd::Time => time::time(),
+        Cmd::ObjectHelp => object_help(&args[0]),
         // The table routes nothing else here; a new Local entry without a handler says so
         // instead of taking the connection down.
         other => Reply::error_owned(format!(
@@ -77,6 +78,27 @@ pub fn help_reply(container: &[u8], lines: &[&'static str]) -> Reply {
     out.push(Reply::status("HELP"));
     out.push(Reply::status("    Prints this help."));
     Reply::Array(out)
+}
+
+/// OBJECT HELP, in Redis's words (the subcommands themselves run where the key is).
+fn object_help(container: &[u8]) -> Reply {
+    help_reply(
+        container,
+        &[
+            "ENCODING <key>",
+            "    Return the kind of internal representation used in order to store the value",
+            "    associated with a <key>.",
+            "FREQ <key>",
+            "    Return the access frequency index of the <key>. The returned integer is",
+            "    proportional to the logarithm of the recent access frequency of the key.",
+            "IDLETIME <key>",
+            "    Return the idle time of the <key>, that is the approximated number of",
+            "    seconds elapsed since the last access to the key.",
+            "REFCOUNT <key>",
+            "    Return the number of references of the value associated with the specified",
+            "    <key>.",
+        ],
+    )
 }
 
 /// An argument as text for an error message that quotes it (invalid UTF-8 is replaced,

@@ -1,0 +1,79 @@
+//! OBJECT ENCODING, REFCOUNT, FREQ and IDLETIME: what Redis says about a key's in-memory
+//! object, answered for the value ringkv holds.
+//!
+//! ringkv keeps no Redis objects, so ENCODING and REFCOUNT answer what Redis answers for the
+//! same value as SET stores it (an integer, a short string, a long one). Redis can answer
+//! differently for a value it built in place: after APPEND or SETRANGE on an existing key it
+//! says `raw`, after INCRBYFLOAT `embstr`, whatever the value. Nothing tracks accesses, so
+//! FREQ answers what Redis answers without an LFU policy, and IDLETIME says it is not tracked.
+
+use ringkv_common::clock::now_ms;
+use ringkv_common::command::{Cmd, CommandSpec};
+use ringkv_common::resp::request::parse_i64;
+use ringkv_common::resp::Reply;
+
+use crate::{Outcome, Storage};
+
+/// Longest string Redis keeps in one allocation with its object (`embstr`).
+const EMBSTR_LIMIT: usize = 44;
+
+/// Integers below this are Redis's shared objects when no maxmemory is set (ringkv has none).
+const SHARED_INTEGERS: i64 = 10_000;
+
+/// Redis's reference count of a shared object.
+const SHARED_REFCOUNT: i64 = i32::MAX as i64;
+
+pub(crate) fn execute(st: &Storage, spec: &'static CommandSpec, key: &[u8]) -> Outcome {
+    let value = st.engine.get(st.shard(key), key, now_ms())?;
+    // Redis's OBJECT looks the key up as a read: a hit or a miss.
+    st.count_read(value.is_some());
+    let Some(value) = value else {
+        return Ok(Reply::Nil);
+    };
+    let integer = as_integer(&value.payload);
+    Ok(match spec.cmd {
+        // A bulk string, as Redis sends it.
+        Cmd::ObjectEncoding => Reply::bulk_static(match integer {
+            Some(_) => b"int",
+            None if value.payload.len() <= EMBSTR_LIMIT => b"embstr",
+            None => b"raw",
+        }),
+        Cmd::ObjectRefcount => match integer {
+            Some(n) if (0..SHARED_INTEGERS).contains(&n) => Reply::Int(SHARED_REFCOUNT),
+            _ => Reply::Int(1),
+        },
+        Cmd::ObjectFreq => Reply::error(
+            "ERR An LFU maxmemory policy is not selected, access frequency not tracked. \
+             Please note that when switching between policies at runtime LRU and LFU data \
+             will take some time to adjust.",
+        ),
+        _ => Reply::error("ERR ringkv does not track when keys were last accessed"),
+    })
+}
+
+/// The integer Redis would store the value as (`int` encoding): at most 20 characters that
+/// `string2ll` accepts.
+fn as_integer(payload: &[u8]) -> Option<i64> {
+    if payload.len() > 20 {
+        return None;
+    }
+    parse_i64(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_are_those_redis_would_encode_as_int() {
+        assert_eq!(as_integer(b"0"), Some(0));
+        assert_eq!(as_integer(b"-9223372036854775808"), Some(i64::MIN));
+        assert_eq!(as_integer(b"9223372036854775808"), None);
+        assert_eq!(as_integer(b"007"), None);
+        assert_eq!(as_integer(b"+7"), None);
+        assert_eq!(as_integer(b"-0"), None);
+        assert_eq!(as_integer(b" 7"), None);
+        assert_eq!(as_integer(b"1.5"), None);
+        assert_eq!(as_integer(b""), None);
+    }
+}

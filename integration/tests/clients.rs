@@ -267,6 +267,47 @@ async fn copy_lcs_and_object_through_the_client_library() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bitmaps_through_the_client_library() {
+    let server = Server::ringkv(&[]);
+    let mut con = connect(&server).await;
+    // Daily active users, one bit per user id: the bitmaps' textbook use.
+    for (day, users) in [("day1", &[1usize, 5, 9][..]), ("day2", &[5, 9, 100][..])] {
+        for &user in users {
+            let was: bool = con.setbit(day, user, true).await.expect("SETBIT");
+            assert!(!was, "SETBIT answers the old bit");
+        }
+    }
+    let on: bool = con.getbit("day1", 5).await.expect("GETBIT");
+    assert!(on);
+    let off: bool = con.getbit("day1", 6).await.expect("GETBIT");
+    assert!(!off);
+    let active: usize = con.bitcount("day1").await.expect("BITCOUNT");
+    assert_eq!(active, 3);
+    let len: usize = con
+        .bit_and("both", &["day1", "day2"])
+        .await
+        .expect("BITOP AND");
+    assert_eq!(len, 13, "BITOP answers the longest source's length");
+    let both: usize = con.bitcount("both").await.expect("BITCOUNT");
+    assert_eq!(both, 2, "users 5 and 9 were active both days");
+    let first: i64 = query(&mut con, &["BITPOS", "day2", "1"]).await;
+    assert_eq!(first, 5);
+    let fields: Vec<Option<i64>> = query(
+        &mut con,
+        &[
+            "BITFIELD", "counters", "INCRBY", "u8", "#0", "200", "OVERFLOW", "FAIL", "INCRBY",
+            "u8", "#0", "100", "GET", "u8", "#0",
+        ],
+    )
+    .await;
+    assert_eq!(
+        fields,
+        [Some(200), None, Some(200)],
+        "OVERFLOW FAIL refuses and writes nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expire_ttl_and_persist_lifecycle() {
     let server = Server::ringkv(&[]);
     let mut con = connect(&server).await;

@@ -355,6 +355,7 @@ fn multi_key_commands_that_must_run_whole_are_refused_across_shards_unless_hash_
     assert_eq!(c.cmd(&["RENAMENX", &a, &b]), crossslot);
     assert_eq!(c.cmd(&["COPY", &a, &b]), crossslot);
     assert_eq!(c.cmd(&["LCS", &a, &b]), crossslot);
+    assert_eq!(c.cmd(&["BITOP", "AND", &b, &a]), crossslot);
     assert_eq!(
         c.cmd(&["GET", &a]),
         bulk("x"),
@@ -381,6 +382,8 @@ fn multi_key_commands_that_must_run_whole_are_refused_across_shards_unless_hash_
     assert_eq!(c.cmd(&["COPY", ta, tc]), Reply::Integer(1));
     assert_eq!(c.cmd(&["LCS", tb, tc, "LEN"]), Reply::Integer(0));
     assert_eq!(c.cmd(&["COPY", tb, tc, "REPLACE"]), Reply::Integer(1));
+    assert_eq!(c.cmd(&["BITOP", "OR", tc, ta, tb]), Reply::Integer(1));
+    assert_eq!(c.cmd(&["GET", tc]), bulk("3"), "'1' | '2' is '3'");
     assert_eq!(c.cmd(&["DEL", tc]), Reply::Integer(1));
     assert_eq!(
         c.cmd(&["MGET", ta, tb, tc]),

@@ -19,8 +19,8 @@
 //!   design (and CLIENT SETINFO does not exist in redis 7.0).
 //! - The same streams also run through a proxy of a 3-node cluster ([`Target::Cluster`]):
 //!   clients of a cluster must not be able to tell it from one server. The one difference is
-//!   by design: MSETNX, RENAME, RENAMENX, COPY and LCS whose keys are in different shards are
-//!   refused with CROSSSLOT (the README says so), so in the cluster streams those commands
+//!   by design: MSETNX, RENAME, RENAMENX, COPY, LCS and BITOP whose keys are in different
+//!   shards are refused with CROSSSLOT (the README says so), so in the cluster streams those commands
 //!   draw their keys from [`TAGGED_KEYS`], which share a hash tag and so a shard. OBJECT
 //!   ENCODING and REFCOUNT run right after a SET of their key (ringkv answers them for the
 //!   value as SET stores it, see the README), and OBJECT IDLETIME not at all. Everything else,
@@ -735,7 +735,8 @@ const KEYS: &[&[u8]] = &[
 ];
 
 /// The keys of [`KEYS`] that share the hash tag `{user}`, so one shard: where the cluster
-/// streams draw the keys of MSETNX, RENAME, RENAMENX, COPY and LCS (see the module doc).
+/// streams draw the keys of MSETNX, RENAME, RENAMENX, COPY, LCS and BITOP (see the module
+/// doc).
 const TAGGED_KEYS: &[&[u8]] = &[b"{user}:1", b"{user}:2", b"{user}:3"];
 
 /// Values chosen to be interesting to integer and float parsers as well as plain strings.
@@ -871,6 +872,13 @@ const ARITIES: &[(&str, i32)] = &[
     ("copy", -3),
     ("lcs", -3),
     ("substr", 4),
+    ("setbit", 4),
+    ("getbit", 3),
+    ("bitcount", -2),
+    ("bitpos", -3),
+    ("bitop", -4),
+    ("bitfield", -2),
+    ("bitfield_ro", -2),
     ("dbsize", 1),
     ("echo", 2),
     ("select", 2),
@@ -895,7 +903,7 @@ struct Gen {
     /// Lowercase command names left out (`DIFF_SKIP`).
     skip: Vec<Vec<u8>>,
     /// Whether the stream goes through a cluster proxy (single-shard keys for MSETNX,
-    /// RENAME, RENAMENX, COPY and LCS).
+    /// RENAME, RENAMENX, COPY, LCS and BITOP).
     target: Target,
 }
 
@@ -1102,7 +1110,7 @@ impl Gen {
     }
 
     fn any_command(&mut self) -> Vec<Step> {
-        let roll = self.rng.gen_range(0..1000);
+        let roll = self.rng.gen_range(0..1060);
         match roll {
             0..=89 => self.get(),
             90..=199 => self.set(),
@@ -1140,7 +1148,12 @@ impl Gen {
             978..=985 => self.copy(),
             986..=990 => self.lcs(),
             991..=994 => self.substr(),
-            _ => self.object(),
+            995..=999 => self.object(),
+            1000..=1009 => self.setbit(),
+            1010..=1017 => self.getbit(),
+            1018..=1027 => self.bitcount_bitpos(),
+            1028..=1037 => self.bitop(),
+            _ => self.bitfield(),
         }
     }
 
@@ -1344,6 +1357,113 @@ impl Gen {
                     args.push(n.to_vec());
                 }
                 _ => args.push(self.pick(&[b"minmatchlen".as_slice(), b"bogus"]).to_vec()),
+            }
+        }
+        self.step(args)
+    }
+
+    /// A bit offset: mostly within a few bytes, now and then at Redis's limit or past it.
+    fn bit_offset(&mut self) -> Vec<u8> {
+        match self.rng.gen_range(0..12) {
+            0..=8 => self.rng.gen_range(0..80).to_string().into_bytes(),
+            9 => b"4294967296".to_vec(),
+            10 => b"-1".to_vec(),
+            _ => self.pick(&[b"x".as_slice(), b"", b"1.5", b"#1"]).to_vec(),
+        }
+    }
+
+    fn setbit(&mut self) -> Vec<Step> {
+        let bit = self.pick(&[b"0".as_slice(), b"1", b"1", b"2", b"-1", b"x"]);
+        let args = vec![
+            self.name("setbit"),
+            self.key(),
+            self.bit_offset(),
+            bit.to_vec(),
+        ];
+        self.step(args)
+    }
+
+    fn getbit(&mut self) -> Vec<Step> {
+        let args = vec![self.name("getbit"), self.key(), self.bit_offset()];
+        self.step(args)
+    }
+
+    /// BITCOUNT key [start end [BYTE|BIT]] or BITPOS key bit [start [end [BYTE|BIT]]], now
+    /// and then with a count of arguments neither accepts.
+    fn bitcount_bitpos(&mut self) -> Vec<Step> {
+        let mut args = if self.chance(0.5) {
+            vec![self.name("bitcount"), self.key()]
+        } else {
+            let bit = self.pick(&[b"0".as_slice(), b"1", b"1", b"0", b"2", b"x"]);
+            vec![self.name("bitpos"), self.key(), bit.to_vec()]
+        };
+        for _ in 0..self.rng.gen_range(0..4) {
+            args.push(self.offset());
+        }
+        if self.chance(0.3) {
+            let unit = self.pick(&[b"BIT".as_slice(), b"byte", b"bit", b"bits"]);
+            args.push(unit.to_vec());
+        }
+        self.step(args)
+    }
+
+    fn bitop(&mut self) -> Vec<Step> {
+        let op = self.pick(&["and", "or", "xor", "not", "not", "nand"]);
+        let mut args = vec![self.name("bitop"), self.opt(op), self.same_shard_key()];
+        for _ in 0..self.rng.gen_range(1..4) {
+            args.push(self.same_shard_key());
+        }
+        self.step(args)
+    }
+
+    /// BITFIELD (or BITFIELD_RO) with a random run of GET, SET, INCRBY and OVERFLOW, types of
+    /// every width, `#n` offsets, and now and then a malformed operation.
+    fn bitfield(&mut self) -> Vec<Step> {
+        let mut args = if self.chance(0.25) {
+            vec![self.name("bitfield_ro"), self.key()]
+        } else {
+            vec![self.name("bitfield"), self.key()]
+        };
+        for _ in 0..self.rng.gen_range(0..5) {
+            let kind = match self.rng.gen_range(0..10) {
+                0 => b"x8".to_vec(),
+                1 => self
+                    .pick(&[b"u64".as_slice(), b"i65", b"i0", b"U8", b""])
+                    .to_vec(),
+                n => {
+                    let sign = if n % 2 == 0 { "i" } else { "u" };
+                    let max = if sign == "i" { 64 } else { 63 };
+                    let bits = if self.chance(0.5) {
+                        self.rng.gen_range(1..=max)
+                    } else {
+                        *[1, 8, 16, 32, max].choose(&mut self.rng).unwrap_or(&8)
+                    };
+                    format!("{sign}{bits}").into_bytes()
+                }
+            };
+            let offset = if self.chance(0.2) {
+                format!("#{}", self.rng.gen_range(0..4)).into_bytes()
+            } else {
+                self.bit_offset()
+            };
+            match self.rng.gen_range(0..10) {
+                0..=3 => args.extend([self.opt("get"), kind, offset]),
+                4 | 5 => {
+                    let value = self.int_arg();
+                    args.extend([self.opt("set"), kind, offset, value]);
+                }
+                6 | 7 => {
+                    let value = self.int_arg();
+                    args.extend([self.opt("incrby"), kind, offset, value]);
+                }
+                8 => {
+                    let mode = self.pick(&["wrap", "sat", "fail", "fail", "bogus"]);
+                    args.extend([self.opt("overflow"), self.opt(mode)]);
+                }
+                _ => args.push(
+                    self.pick(&[b"get".as_slice(), b"overflow", b"foo"])
+                        .to_vec(),
+                ),
             }
         }
         self.step(args)

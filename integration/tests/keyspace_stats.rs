@@ -11,7 +11,7 @@ use ringkv_integration::cluster::{info_field, info_text, Cluster};
 use ringkv_integration::{encode_command, RespClient, Server};
 
 /// Commands in order, over keys that exist and keys that do not. The keys RENAME, RENAMENX,
-/// MSETNX, COPY and LCS take share a hash tag, so a cluster runs them (one shard); EXISTS and TOUCH
+/// MSETNX, COPY, LCS and BITOP take share a hash tag, so a cluster runs them (one shard); EXISTS and TOUCH
 /// take keys of different shards.
 const COMMANDS: &[&[&str]] = &[
     &["GET", "k"],
@@ -66,6 +66,20 @@ const COMMANDS: &[&[&str]] = &[
     &["OBJECT", "ENCODING", "k"],
     &["OBJECT", "REFCOUNT", "nokey"],
     &["OBJECT", "FREQ", "k"],
+    &["SETBIT", "{t}bits", "7", "1"],
+    &["GETBIT", "{t}bits", "7"],
+    &["GETBIT", "nokey", "7"],
+    &["BITCOUNT", "{t}bits"],
+    &["BITCOUNT", "nokey", "0", "-1"],
+    &["BITPOS", "{t}bits", "1"],
+    &["BITPOS", "nokey", "0"],
+    &["BITOP", "OR", "{t}dest", "{t}bits", "{t}nokey"],
+    &["BITFIELD", "{t}bits", "GET", "u8", "0"],
+    &["BITFIELD", "nokey", "GET", "u8", "0"],
+    &[
+        "BITFIELD", "{t}bits", "INCRBY", "u8", "0", "1", "GET", "u8", "0",
+    ],
+    &["BITFIELD_RO", "{t}bits", "GET", "u8", "0"],
     &["DEL", "k", "nokey"],
     &["DBSIZE"],
     &["KEYS", "*"],

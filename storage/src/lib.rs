@@ -23,6 +23,7 @@
 //! requests that arrive from proxies.
 
 mod batch;
+mod bits;
 pub mod config;
 mod counters;
 mod engine;
@@ -221,6 +222,7 @@ impl Storage {
         let started = std::time::Instant::now();
         let outcome = match spec.cmd.family() {
             ringkv_common::command::Family::String => strings::execute(self, spec, args),
+            ringkv_common::command::Family::Bitmap => bits::execute(self, spec, args),
             ringkv_common::command::Family::Other => match spec.cmd {
                 Cmd::Dbsize
                 | Cmd::Flushall

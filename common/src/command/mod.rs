@@ -93,6 +93,13 @@ pub enum Cmd {
     ObjectIdletime,
     ObjectRefcount,
     ObjectHelp,
+    Setbit,
+    Getbit,
+    Bitcount,
+    Bitpos,
+    Bitop,
+    Bitfield,
+    BitfieldRo,
 }
 
 /// Which data-type family a command belongs to (its Redis group).
@@ -100,8 +107,21 @@ pub enum Cmd {
 pub enum Family {
     /// Works on string values.
     String,
+    /// Works on string values as arrays of bits (Redis's bitmap group).
+    Bitmap,
     /// Works on any key, or on no key.
     Other,
+}
+
+impl Family {
+    /// Redis's command group of the family: `string`, `bitmap` or `generic`.
+    pub const fn group(self) -> &'static str {
+        match self {
+            Family::String => "string",
+            Family::Bitmap => "bitmap",
+            Family::Other => "generic",
+        }
+    }
 }
 
 impl Cmd {
@@ -112,6 +132,7 @@ impl Cmd {
             Get | Set | Setnx | Setex | Psetex | Getset | Getdel | Getex | Mget | Mset | Msetnx
             | Append | Strlen | Incr | Decr | Incrby | Decrby | Incrbyfloat | Getrange
             | Setrange | Substr | Lcs => Family::String,
+            Setbit | Getbit | Bitcount | Bitpos | Bitop | Bitfield | BitfieldRo => Family::Bitmap,
             _ => Family::Other,
         }
     }
@@ -121,7 +142,7 @@ impl Cmd {
     pub const fn all_or_nothing(self) -> bool {
         matches!(
             self,
-            Cmd::Msetnx | Cmd::Rename | Cmd::Renamenx | Cmd::Copy | Cmd::Lcs
+            Cmd::Msetnx | Cmd::Rename | Cmd::Renamenx | Cmd::Copy | Cmd::Lcs | Cmd::Bitop
         )
     }
 }

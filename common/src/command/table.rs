@@ -155,6 +155,9 @@ impl CommandSpec {
         if self.group == "string" {
             cats.push("@string");
         }
+        if self.group == "bitmap" {
+            cats.push("@bitmap");
+        }
         if self.has(flag::ADMIN) {
             cats.push("@admin");
         }
@@ -193,6 +196,12 @@ const KEY_VALUE_PAIRS: KeyRange = KeyRange {
     first: 1,
     last: -1,
     step: 2,
+};
+/// BITOP's destination, then its sources.
+const DEST_THEN_KEYS: KeyRange = KeyRange {
+    first: 2,
+    last: -1,
+    step: 1,
 };
 const TWO_KEYS: KeyRange = KeyRange {
     first: 1,
@@ -241,11 +250,7 @@ const fn keyed(
     summary: &'static str,
     syntax: &'static str,
 ) -> CommandSpec {
-    let group = if matches!(cmd.family(), super::Family::String) {
-        "string"
-    } else {
-        "generic"
-    };
+    let group = cmd.family().group();
     spec(
         cmd,
         name,
@@ -271,11 +276,7 @@ const fn multi(
     summary: &'static str,
     syntax: &'static str,
 ) -> CommandSpec {
-    let group = if matches!(cmd.family(), super::Family::String) {
-        "string"
-    } else {
-        "generic"
-    };
+    let group = cmd.family().group();
     spec(
         cmd,
         name,
@@ -467,6 +468,15 @@ pub static COMMANDS: &[CommandSpec] = &[
     keyed(Cmd::Incrbyfloat, "incrbyfloat", 3, WRITE | DENYOOM | FAST, "2.6.0", "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist.", "key increment"),
     keyed(Cmd::Getrange, "getrange", 4, READONLY, "2.4.0", "Returns a substring of the string stored at a key.", "key start end"),
     keyed(Cmd::Setrange, "setrange", 4, WRITE | DENYOOM, "2.2.0", "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist.", "key offset value"),
+    // bitmaps
+    keyed(Cmd::Setbit, "setbit", 4, WRITE | DENYOOM, "2.2.0", "Sets or clears the bit at offset of the string value. Creates the key if it doesn't exist.", "key offset value"),
+    keyed(Cmd::Getbit, "getbit", 3, READONLY | FAST, "2.2.0", "Returns a bit value by offset.", "key offset"),
+    keyed(Cmd::Bitcount, "bitcount", -2, READONLY, "2.6.0", "Counts the number of set bits (population counting) in a string.", "key [start end [BYTE | BIT]]"),
+    keyed(Cmd::Bitpos, "bitpos", -3, READONLY, "2.8.7", "Finds the first set (1) or clear (0) bit in a string.", "key bit [start [end [BYTE | BIT]]]"),
+    multi(Cmd::Bitop, "bitop", -4, WRITE | DENYOOM, DEST_THEN_KEYS, "2.6.0", "Performs bitwise operations on multiple strings, and stores the result.", "operation destkey key [key ...]"),
+    keyed(Cmd::Bitfield, "bitfield", -2, WRITE | DENYOOM, "3.2.0", "Performs arbitrary bitfield integer operations on strings.", "key [GET encoding offset | [OVERFLOW WRAP | SAT | FAIL] SET encoding offset value | INCRBY encoding offset increment [GET encoding offset ...]]"),
+    keyed(Cmd::BitfieldRo, "bitfield_ro", -2, READONLY | FAST, "6.0.0", "Performs arbitrary read-only bitfield integer operations on strings.", "key [GET encoding offset [GET encoding offset ...]]"),
+    // strings, continued
     keyed(Cmd::Substr, "substr", 4, READONLY, "1.0.0", "Returns a substring from a string value.", "key start end"),
     multi(Cmd::Lcs, "lcs", -3, READONLY, TWO_KEYS, "7.0.0", "Finds the longest common substring.", "key1 key2 [LEN] [IDX] [MINMATCHLEN min-match-len] [WITHMATCHLEN]"),
     // keyspace

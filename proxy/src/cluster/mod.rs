@@ -294,7 +294,7 @@ impl Cluster {
             // Its IDX reply is a map the node's RESP2 flattens: `multi_key` restores it.
             return None;
         }
-        let first = shard_of(args.get(1)?, self.shards);
+        let first = shard_of(&args[spec.key_indexes(args.len()).next()?], self.shards);
         let node = *routes.primaries.get(first as usize)?;
         let pool = routes.nodes.get(node)?.pool.as_ref()?;
         let lane = pool.lane(first as usize);
@@ -357,7 +357,11 @@ impl Cluster {
     /// MGET, MSET, DEL, EXISTS, UNLINK, TOUCH split per node; MSETNX, RENAME, RENAMENX, COPY
     /// and LCS whole or refused ([`Cmd::all_or_nothing`]).
     async fn multi_key(&self, spec: &'static CommandSpec, args: &[Bytes]) -> Reply {
-        let first = shard_of(&args[1], self.shards);
+        // BITOP's first key is its third argument.
+        let Some(first) = spec.key_indexes(args.len()).next() else {
+            return Reply::error("ERR command has no key to route by");
+        };
+        let first = shard_of(&args[first], self.shards);
         let single = spec
             .key_indexes(args.len())
             .all(|i| shard_of(&args[i], self.shards) == first);

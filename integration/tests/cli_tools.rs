@@ -143,6 +143,54 @@ fn redis_cli_scan_lists_every_matching_key() {
     assert_eq!(keys, expected, "redis-cli --scan --pattern user:*");
 }
 
+/// `redis-cli --bigkeys` and `--memkeys` (SCAN, TYPE, STRLEN, MEMORY USAGE) find the largest
+/// key, and `--memkeys` sizes every key: MEMORY USAGE answers for each.
+#[test]
+fn redis_cli_bigkeys_and_memkeys_find_the_largest_key() {
+    let ringkv = Server::ringkv(&[]);
+    let mut client = ringkv.connect();
+    for i in 1..=20 {
+        client.cmd(&["SET", &format!("key{i}"), &"x".repeat(i * 10)]);
+    }
+    let big = cli(&ringkv, &["--bigkeys"], &[], b"");
+    let big_out = text(&big.stdout);
+    assert!(
+        big.status.success(),
+        "redis-cli --bigkeys: {}",
+        text(&big.stderr)
+    );
+    assert!(
+        big_out.contains("Biggest string found '\"key20\"' has 200 bytes"),
+        "redis-cli --bigkeys:\n{big_out}"
+    );
+    let mem = cli(&ringkv, &["--memkeys"], &[], b"");
+    let mem_out = text(&mem.stdout);
+    assert!(
+        mem.status.success(),
+        "redis-cli --memkeys: {}",
+        text(&mem.stderr)
+    );
+    assert!(
+        mem_out.contains("Biggest string found '\"key20\"'"),
+        "redis-cli --memkeys:\n{mem_out}"
+    );
+    // Every key is counted with at least its value's bytes (2,100 in all).
+    let total: u64 = mem_out
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("20 strings with ")?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no string total in redis-cli --memkeys:\n{mem_out}"));
+    assert!(
+        total > 2_100,
+        "redis-cli --memkeys sized the strings at {total} bytes"
+    );
+}
+
 /// Lines of redis-benchmark output that signal a failed request.
 fn error_lines(output: &Output) -> Vec<String> {
     let all = format!("{}\n{}", text(&output.stdout), text(&output.stderr));

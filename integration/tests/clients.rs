@@ -203,7 +203,7 @@ async fn keyspace_commands_behave_as_documented() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn copy_lcs_and_object_through_the_client_library() {
+async fn copy_lcs_object_and_memory_usage_through_the_client_library() {
     let server = Server::ringkv(&[]);
     let mut con = connect(&server).await;
     let () = con.set_ex("src", "ohmytext", 1000).await.expect("SETEX");
@@ -264,6 +264,14 @@ async fn copy_lcs_and_object_through_the_client_library() {
     assert!(idle.to_string().contains("does not track"), "{idle}");
     let part: String = query(&mut con, &["SUBSTR", "a", "2", "3"]).await;
     assert_eq!(part, "my");
+    let bytes: Option<i64> = query(&mut con, &["MEMORY", "USAGE", "long"]).await;
+    let bytes = bytes.expect("MEMORY USAGE of an existing key");
+    assert!(
+        bytes > 4 + 45,
+        "MEMORY USAGE counts the key and the value: {bytes}"
+    );
+    let bytes: Option<i64> = query(&mut con, &["MEMORY", "USAGE", "nope", "SAMPLES", "0"]).await;
+    assert_eq!(bytes, None, "MEMORY USAGE of a missing key");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

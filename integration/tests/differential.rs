@@ -1661,10 +1661,10 @@ impl Gen {
 
     /// OBJECT ENCODING / REFCOUNT right after a SET of the key (ringkv answers for the value
     /// as SET stores it, see the README), FREQ (not tracked, as Redis without an LFU policy)
-    /// on any key, and HELP.
+    /// on any key, HELP, and MEMORY USAGE with a bad option.
     fn object(&mut self) -> Vec<Step> {
         let key = self.key();
-        match self.rng.gen_range(0..6) {
+        match self.rng.gen_range(0..7) {
             0..=3 => {
                 let sub = if self.chance(0.5) {
                     self.opt("encoding")
@@ -1681,8 +1681,21 @@ impl Gen {
                 let args = vec![self.name("object"), self.opt("freq"), key];
                 self.step(args)
             }
-            _ => {
+            5 => {
                 let args = vec![self.name("object"), self.opt("help")];
+                self.step(args)
+            }
+            // MEMORY USAGE's figure is ringkv's own (see the README); its option errors,
+            // checked before the key is looked up, are Redis's.
+            _ => {
+                let bad: &[&[u8]] = match self.rng.gen_range(0..4) {
+                    0 => &[b"samples", b"x"],
+                    1 => &[b"SAMPLES", b"-1"],
+                    2 => &[b"samples"],
+                    _ => &[b"foo", b"1"],
+                };
+                let mut args = vec![self.name("memory"), self.opt("usage"), key];
+                args.extend(bad.iter().map(|a| a.to_vec()));
                 self.step(args)
             }
         }

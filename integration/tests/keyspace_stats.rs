@@ -66,6 +66,8 @@ const COMMANDS: &[&[&str]] = &[
     &["OBJECT", "ENCODING", "k"],
     &["OBJECT", "REFCOUNT", "nokey"],
     &["OBJECT", "FREQ", "k"],
+    &["MEMORY", "USAGE", "k"],
+    &["MEMORY", "USAGE", "nokey", "SAMPLES", "5"],
     &["SETBIT", "{t}bits", "7", "1"],
     &["GETBIT", "{t}bits", "7"],
     &["GETBIT", "nokey", "7"],

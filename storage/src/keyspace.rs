@@ -36,6 +36,7 @@ pub(crate) fn execute(st: &Storage, spec: &'static CommandSpec, args: &[Bytes]) 
         Cmd::ObjectEncoding | Cmd::ObjectRefcount | Cmd::ObjectFreq | Cmd::ObjectIdletime => {
             crate::object::execute(st, spec, &args[2])
         }
+        Cmd::MemoryUsage => crate::object::memory_usage(st, args),
         _ => Ok(Reply::error("ERR command not served by the storage engine")),
     }
 }

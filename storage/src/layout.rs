@@ -17,7 +17,7 @@ pub const EXPIRY: u8 = 0x00;
 /// Bytes before the user key in a data record.
 pub const DATA_PREFIX_LEN: usize = 9;
 /// Bytes before the user key in an expiry-index record.
-const EXPIRY_PREFIX_LEN: usize = 9;
+pub const EXPIRY_PREFIX_LEN: usize = 9;
 
 /// The part of a record key that RocksDB's hash-indexed memtable buckets it by (the
 /// shard families' prefix extractor): a data record's tag and key hash, so a point read or

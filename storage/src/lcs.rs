@@ -62,7 +62,7 @@ pub fn answer(a: &[u8], b: &[u8], options: Options) -> Result<Reply, Reply> {
         return Err(Reply::error("ERR String too long for LCS"));
     }
     let cells = (u64::from(alen) + 1) * (u64::from(blen) + 1);
-    if cells * 4 > MAX_TABLE_BYTES {
+    if cells.saturating_mul(4) > MAX_TABLE_BYTES {
         return Err(Reply::error(
             "ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len",
         ));

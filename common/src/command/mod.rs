@@ -100,6 +100,9 @@ pub enum Cmd {
     Bitop,
     Bitfield,
     BitfieldRo,
+    Memory,
+    MemoryUsage,
+    MemoryHelp,
 }
 
 /// Which data-type family a command belongs to (its Redis group).

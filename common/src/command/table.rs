@@ -99,7 +99,7 @@ pub struct CommandSpec {
     pub syntax: &'static str,
     /// Extra ACL categories beyond those implied by flags and group.
     pub extra_acl: &'static [&'static str],
-    /// Subcommands of a container command (CLIENT, COMMAND, CONFIG).
+    /// Subcommands of a container command (CLIENT, COMMAND, CONFIG, OBJECT, MEMORY).
     pub subcommands: &'static [CommandSpec],
 }
 
@@ -368,7 +368,19 @@ static CONFIG_SUBCOMMANDS: [CommandSpec; 4] = [
     local(Cmd::ConfigHelp, "config|help", 2, LOADING | STALE, "server", "5.0.0", "Returns helpful text about the different subcommands.", ""),
 ];
 
-/// OBJECT's key is its third argument.
+/// The key of OBJECT's and MEMORY's subcommands: their third argument.
+const SUBCOMMAND_KEY: KeyRange = KeyRange {
+    first: 2,
+    last: 2,
+    step: 1,
+};
+
+#[rustfmt::skip]
+static MEMORY_SUBCOMMANDS: [CommandSpec; 2] = [
+    spec(Cmd::MemoryUsage, "memory|usage", -3, READONLY, SUBCOMMAND_KEY, Route::SingleShard, "server", "4.0.0", "Estimates the memory usage of a key.", "key [SAMPLES count]"),
+    local(Cmd::MemoryHelp, "memory|help", 2, LOADING | STALE, "server", "4.0.0", "Returns helpful text about the different subcommands.", ""),
+];
+
 const fn object_sub(
     cmd: Cmd,
     name: &'static str,
@@ -380,11 +392,7 @@ const fn object_sub(
         name,
         3,
         READONLY,
-        KeyRange {
-            first: 2,
-            last: 2,
-            step: 1,
-        },
+        SUBCOMMAND_KEY,
         Route::SingleShard,
         "generic",
         since,
@@ -447,6 +455,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     all_shards(Cmd::Dbsize, "dbsize", 1, READONLY | FAST, "server", "Returns the number of keys in the database.", ""),
     all_shards(Cmd::Flushall, "flushall", -1, WRITE | DANGEROUS, "server", "Removes all keys from all databases.", "[ASYNC | SYNC]"),
     all_shards(Cmd::Flushdb, "flushdb", -1, WRITE | DANGEROUS, "server", "Remove all keys from the current database.", "[ASYNC | SYNC]"),
+    container(Cmd::Memory, "memory", "server", "4.0.0", "A container for memory diagnostics commands.", &MEMORY_SUBCOMMANDS),
     // strings
     keyed(Cmd::Get, "get", 2, READONLY | FAST, "1.0.0", "Returns the string value of a key.", "key"),
     keyed(Cmd::Set, "set", -3, WRITE | DENYOOM, "1.0.0", "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist.", "key value [NX | XX] [GET] [EX seconds | PX milliseconds | EXAT unix-time-seconds | PXAT unix-time-milliseconds | KEEPTTL]"),

@@ -1,6 +1,6 @@
 //! Commands the proxy answers itself (route `Local` in the command table), one file per
 //! family: connection (PING, ECHO, HELLO, QUIT, RESET, SELECT), CLIENT, COMMAND, CONFIG, INFO
-//! and TIME. Each handler takes the already resolved arguments and returns a [`Reply`]; none
+//! and TIME, and OBJECT HELP and MEMORY HELP (their other subcommands run where the key is). Each handler takes the already resolved arguments and returns a [`Reply`]; none
 //! touches the socket.
 
 mod client;
@@ -57,6 +57,13 @@ pub async fn run(
         Cmd::Info => info::info(&args[1..], ctx).await,
         Cmd::Time => time::time(),
         Cmd::ObjectHelp => object_help(&args[0]),
+        Cmd::MemoryHelp => help_reply(
+            &args[0],
+            &[
+                "USAGE <key> [SAMPLES <count>]",
+                "    Return the bytes <key>'s records take in RocksDB before compression.",
+            ],
+        ),
         // The table routes nothing else here; a new Local entry without a handler says so
         // instead of taking the connection down.
         other => Reply::error_owned(format!(

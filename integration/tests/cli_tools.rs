@@ -1,7 +1,8 @@
 //! The stock Redis tools work against ringkv: `redis-cli` (arguments and stdin, raw and
-//! formatted output, `--scan`) prints what it prints for redis-server, and `redis-benchmark`
-//! finishes every test without an error reply. Also ringkv's own command line: `--help`
-//! lists every flag, and a bad flag value exits with status 2 and one line naming the flag.
+//! formatted output, `--scan`, `--bigkeys`, `--memkeys`, COMMAND GETKEYS and LIST) prints what
+//! it prints for redis-server, and `redis-benchmark` finishes every test without an error
+//! reply. Also ringkv's own command line: `--help` lists every flag, and a bad flag value
+//! exits with status 2 and one line naming the flag.
 
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -141,6 +142,62 @@ fn redis_cli_scan_lists_every_matching_key() {
     let mut expected: Vec<String> = (0..300).map(|i| format!("user:{i}")).collect();
     expected.sort();
     assert_eq!(keys, expected, "redis-cli --scan --pattern user:*");
+}
+
+/// COMMAND GETKEYS prints what redis-server prints, errors included, and COMMAND LIST's
+/// filters list the same names for families ringkv serves whole (its order is Redis's hash
+/// order, so the names are compared sorted).
+#[test]
+fn redis_cli_command_getkeys_and_list_answer_as_redis() {
+    let ringkv = Server::ringkv(&[]);
+    let redis = Server::redis(&[]);
+    let full_commands: &[&[&str]] = &[
+        &["GET", "a"],
+        &["mset", "a", "1", "b", "2"],
+        &["BITOP", "AND", "dest", "a", "b"],
+        &["COPY", "a", "b", "DB", "0"],
+        &["OBJECT", "ENCODING", "k"],
+        &["SET", "a", "b", "EX"],
+        &["PING", "x"],
+        &["CLIENT", "SETNAME", "x"],
+        &["GET", "a", "b"],
+        &["MSET", "a"],
+        &["NOSUCH", "a"],
+        &["OBJECT", "NOSUCH", "k"],
+        &["GET"],
+    ];
+    for command in full_commands {
+        let args: Vec<&str> = ["COMMAND", "GETKEYS"]
+            .iter()
+            .chain(command.iter())
+            .copied()
+            .collect();
+        cli_same(&ringkv, &redis, &[], &args, b"");
+    }
+    for filter in [
+        &["PATTERN", "get*"][..],
+        &["ACLCAT", "bitmap"],
+        &["MODULE", "x"],
+    ] {
+        let args: Vec<&str> = ["COMMAND", "LIST", "FILTERBY"]
+            .iter()
+            .chain(filter.iter())
+            .copied()
+            .collect();
+        let sorted = |server: &Server| {
+            let mut names: Vec<String> = text(&cli(server, &[], &args, b"").stdout)
+                .lines()
+                .map(String::from)
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(
+            sorted(&ringkv),
+            sorted(&redis),
+            "COMMAND LIST FILTERBY {filter:?}"
+        );
+    }
 }
 
 /// `redis-cli --bigkeys` and `--memkeys` (SCAN, TYPE, STRLEN, MEMORY USAGE) find the largest

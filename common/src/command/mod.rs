@@ -34,6 +34,8 @@ pub enum Cmd {
     CommandCount,
     CommandInfo,
     CommandDocs,
+    CommandList,
+    CommandGetkeys,
     CommandHelp,
     Config,
     ConfigGet,

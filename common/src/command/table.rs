@@ -353,10 +353,12 @@ static CLIENT_SUBCOMMANDS: [CommandSpec; 6] = [
 ];
 
 #[rustfmt::skip]
-static COMMAND_SUBCOMMANDS: [CommandSpec; 4] = [
+static COMMAND_SUBCOMMANDS: [CommandSpec; 6] = [
     local(Cmd::CommandCount, "command|count", 2, LOADING | STALE, "server", "2.8.13", "Returns a count of commands.", ""),
     local(Cmd::CommandInfo, "command|info", -2, LOADING | STALE, "server", "2.8.13", "Returns information about one, multiple or all commands.", "[command-name [command-name ...]]"),
     local(Cmd::CommandDocs, "command|docs", -2, LOADING | STALE, "server", "7.0.0", "Returns documentary information about one, multiple or all commands.", "[command-name [command-name ...]]"),
+    local(Cmd::CommandList, "command|list", -2, LOADING | STALE, "server", "7.0.0", "Returns a list of command names.", "[FILTERBY MODULE module-name | ACLCAT category | PATTERN pattern]"),
+    local(Cmd::CommandGetkeys, "command|getkeys", -4, LOADING | STALE, "server", "2.8.13", "Extracts the key names from an arbitrary command.", "command [arg [arg ...]]"),
     local(Cmd::CommandHelp, "command|help", 2, LOADING | STALE, "server", "5.0.0", "Returns helpful text about the different subcommands.", ""),
 ];
 

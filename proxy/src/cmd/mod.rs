@@ -49,6 +49,8 @@ pub async fn run(
         Cmd::CommandCount => command::count(),
         Cmd::CommandInfo => command::info(&args[2..]),
         Cmd::CommandDocs => command::docs(&args[2..]),
+        Cmd::CommandList => command::list(&args[2..]),
+        Cmd::CommandGetkeys => command::getkeys(&args[2..]),
         Cmd::CommandHelp => command::help(&args[0]),
         Cmd::ConfigGet => config::get(&args[2..], ctx),
         Cmd::ConfigSet => config::set(&args[2..], ctx),

@@ -9,7 +9,8 @@
 //! - `counters`: the integers the increments wrote, kept so the next increment skips a read.
 //! - `hash_slots`: the counter cache's table, whose slots a group prefetches before reading.
 //! - [`tally`]: per-request counts, kept per thread so the event loops share no cache line.
-//! - `strings`, `keyspace`, `walk`: the Redis commands, on top of the engine.
+//! - `strings`, `bits`, `keyspace`, `walk`: the Redis commands, on top of the engine; `lcs`
+//!   (LCS's table) and `object` (OBJECT and MEMORY USAGE) beside them.
 //! - `group`: consecutive blind writes and increments of a batch, run as one engine write.
 //! - `turn`: the groups an event loop ran in one turn, applied as one engine write.
 //! - [`metrics`]: the engine's Prometheus metrics.

@@ -20,6 +20,7 @@ const MAX_BYTES: u64 = 512 * 1024 * 1024;
 const BAD_OFFSET: Reply = Reply::error("ERR bit offset is not an integer or out of range");
 const BAD_BIT: Reply = Reply::error("ERR bit is not an integer or out of range");
 
+/// Runs one bitmap command; `args[0]` is its name, its arity already checked.
 pub(crate) fn execute(st: &Storage, spec: &'static CommandSpec, args: &[Bytes]) -> Outcome {
     match spec.cmd {
         Cmd::Setbit => setbit(st, args),

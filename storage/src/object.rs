@@ -30,6 +30,8 @@ const SHARED_INTEGERS: i64 = 10_000;
 /// Redis's reference count of a shared object.
 const SHARED_REFCOUNT: i64 = i32::MAX as i64;
 
+/// OBJECT ENCODING / REFCOUNT / FREQ / IDLETIME of `key`: nil for a missing key, as in Redis,
+/// before any subcommand's own answer.
 pub(crate) fn execute(st: &Storage, spec: &'static CommandSpec, key: &[u8]) -> Outcome {
     let value = st.engine.get(st.shard(key), key, now_ms())?;
     // Redis's OBJECT looks the key up as a read: a hit or a miss.

@@ -209,24 +209,21 @@ fn redis_cli_bigkeys_and_memkeys_find_the_largest_key() {
     for i in 1..=20 {
         client.cmd(&["SET", &format!("key{i}"), &"x".repeat(i * 10)]);
     }
-    let big = cli(&ringkv, &["--bigkeys"], &[], b"");
-    let big_out = text(&big.stdout);
-    assert!(
-        big.status.success(),
-        "redis-cli --bigkeys: {}",
-        text(&big.stderr)
-    );
+    let scan = |flag: &str| {
+        let out = cli(&ringkv, &[flag], &[], b"");
+        assert!(
+            out.status.success(),
+            "redis-cli {flag}: {}",
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    let big_out = scan("--bigkeys");
     assert!(
         big_out.contains("Biggest string found '\"key20\"' has 200 bytes"),
         "redis-cli --bigkeys:\n{big_out}"
     );
-    let mem = cli(&ringkv, &["--memkeys"], &[], b"");
-    let mem_out = text(&mem.stdout);
-    assert!(
-        mem.status.success(),
-        "redis-cli --memkeys: {}",
-        text(&mem.stderr)
-    );
+    let mem_out = scan("--memkeys");
     assert!(
         mem_out.contains("Biggest string found '\"key20\"'"),
         "redis-cli --memkeys:\n{mem_out}"

@@ -1123,7 +1123,7 @@ impl Gen {
             360..=384 => self.append_strlen(),
             385..=424 => self.incr_family(),
             425..=454 => self.incrbyfloat(),
-            455..=484 => self.getrange(),
+            455..=484 => self.getrange("getrange"),
             485..=509 => self.setrange(),
             510..=539 => self.del_family(),
             540..=569 => self.exists_family(),
@@ -1147,8 +1147,8 @@ impl Gen {
             974..=977 => self.flush(),
             978..=985 => self.copy(),
             986..=990 => self.lcs(),
-            991..=994 => self.substr(),
-            995..=999 => self.object(),
+            991..=994 => self.getrange("substr"),
+            995..=999 => self.introspection(),
             1000..=1009 => self.setbit(),
             1010..=1017 => self.getbit(),
             1018..=1027 => self.bitcount_bitpos(),
@@ -1319,23 +1319,9 @@ impl Gen {
         }
     }
 
-    fn getrange(&mut self) -> Vec<Step> {
-        let args = vec![
-            self.name("getrange"),
-            self.key(),
-            self.offset(),
-            self.offset(),
-        ];
-        self.step(args)
-    }
-
-    fn substr(&mut self) -> Vec<Step> {
-        let args = vec![
-            self.name("substr"),
-            self.key(),
-            self.offset(),
-            self.offset(),
-        ];
+    /// GETRANGE, or SUBSTR, its old name.
+    fn getrange(&mut self, name: &str) -> Vec<Step> {
+        let args = vec![self.name(name), self.key(), self.offset(), self.offset()];
         self.step(args)
     }
 
@@ -1662,7 +1648,7 @@ impl Gen {
     /// OBJECT ENCODING / REFCOUNT right after a SET of the key (ringkv answers for the value
     /// as SET stores it, see the README), FREQ (not tracked, as Redis without an LFU policy)
     /// on any key, HELP, and MEMORY USAGE with a bad option.
-    fn object(&mut self) -> Vec<Step> {
+    fn introspection(&mut self) -> Vec<Step> {
         let key = self.key();
         match self.rng.gen_range(0..7) {
             0..=3 => {

@@ -12,6 +12,7 @@ use ringkv_common::command::{Cmd, CommandSpec};
 use ringkv_common::resp::request::parse_i64;
 use ringkv_common::resp::Reply;
 
+use crate::value;
 use crate::{Outcome, Storage};
 
 /// Bytes a bit offset may reach: Redis's default `proto-max-bulk-len` (see `strings`).
@@ -76,10 +77,7 @@ fn setbit(st: &Storage, args: &[Bytes]) -> Outcome {
     let key = &args[1];
     let _guard = st.locks.lock(key);
     let old = st.read_to_write(key, now_ms())?;
-    let (expire_at, mut payload) = match old {
-        Some(v) => (v.expire_at, v.payload.to_vec()),
-        None => (0, Vec::new()),
-    };
+    let (expire_at, mut payload) = value::editable(old);
     let needed = (offset >> 3) as usize + 1;
     let grows = payload.len() < needed;
     if grows {
@@ -520,10 +518,7 @@ fn bitfield(st: &Storage, args: &[Bytes], read_only: bool) -> Outcome {
     let _guard = st.locks.lock(key);
     let old = st.read_to_write(key, now_ms())?;
     let existed = old.is_some();
-    let (expire_at, mut payload) = match old {
-        Some(v) => (v.expire_at, v.payload.to_vec()),
-        None => (0, Vec::new()),
-    };
+    let (expire_at, mut payload) = value::editable(old);
     let needed = (farthest >> 3) as usize + 1;
     let mut changed = !existed || payload.len() < needed;
     if payload.len() < needed {

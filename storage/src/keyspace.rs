@@ -254,9 +254,7 @@ fn copy(st: &Storage, args: &[Bytes]) -> Outcome {
     }
     let _held = st.locks.lock_many([&from[..], &to[..]].into_iter());
     let now = now_ms();
-    let value = st.engine.get(st.shard(from), from, now)?;
-    st.count_read(value.is_some());
-    let Some(value) = value else {
+    let Some(value) = st.read(from, now)? else {
         return Ok(Reply::Int(0));
     };
     if !replace && st.engine.header(st.shard(to), to, now)?.is_some() {

@@ -33,10 +33,8 @@ const SHARED_REFCOUNT: i64 = i32::MAX as i64;
 /// OBJECT ENCODING / REFCOUNT / FREQ / IDLETIME of `key`: nil for a missing key, as in Redis,
 /// before any subcommand's own answer.
 pub(crate) fn execute(st: &Storage, spec: &'static CommandSpec, key: &[u8]) -> Outcome {
-    let value = st.engine.get(st.shard(key), key, now_ms())?;
     // Redis's OBJECT looks the key up as a read: a hit or a miss.
-    st.count_read(value.is_some());
-    let Some(value) = value else {
+    let Some(value) = st.read(key, now_ms())? else {
         return Ok(Reply::Nil);
     };
     let integer = as_integer(&value.payload);
@@ -77,7 +75,7 @@ pub(crate) fn memory_usage(st: &Storage, args: &[Bytes]) -> Outcome {
     }
     let key = &args[2];
     // Redis finds the key without a read lookup: no keyspace hit or miss.
-    let value = st.engine.get(st.shard(key), key, now_ms())?;
+    let value = st.read_to_write(key, now_ms())?;
     Ok(value.map_or(Reply::Nil, |v| {
         Reply::Int(record_bytes(key.len(), v.payload.len(), v.expire_at != 0) as i64)
     }))

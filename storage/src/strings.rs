@@ -14,7 +14,7 @@ use crate::engine::EngineError;
 use crate::float::{incr_by_float, FloatError};
 use crate::layout;
 use crate::lcs;
-use crate::value::Value;
+use crate::value::{self, Value};
 use crate::{Outcome, Storage};
 
 /// Largest string a command may build (Redis's default proto-max-bulk-len).
@@ -355,10 +355,7 @@ fn mset(st: &Storage, pairs: &[Bytes], only_if_none_exist: bool) -> Outcome {
 fn append(st: &Storage, key: &Bytes, tail: &Bytes) -> Outcome {
     let _guard = st.locks.lock(key);
     let old = st.read_to_write(key, now_ms())?;
-    let (expire_at, mut payload) = match old {
-        Some(v) => (v.expire_at, v.payload.to_vec()),
-        None => (0, Vec::new()),
-    };
+    let (expire_at, mut payload) = value::editable(old);
     if payload.len() as i64 + tail.len() as i64 > MAX_STRING {
         return Err(TOO_LONG.into());
     }
@@ -489,10 +486,7 @@ fn setrange(st: &Storage, args: &[Bytes]) -> Outcome {
         Some(total) if total <= MAX_STRING => {}
         _ => return Err(TOO_LONG.into()),
     }
-    let (expire_at, mut payload) = match old {
-        Some(v) => (v.expire_at, v.payload.to_vec()),
-        None => (0, Vec::new()),
-    };
+    let (expire_at, mut payload) = value::editable(old);
     let offset = offset as usize;
     if payload.len() < offset + patch.len() {
         payload.resize(offset + patch.len(), 0);

@@ -80,6 +80,15 @@ pub struct Value {
     pub payload: Bytes,
 }
 
+/// The expiry and an owned copy of the bytes of a value a command edits (APPEND, SETRANGE,
+/// SETBIT, BITFIELD): a missing key is an empty string without an expiry.
+pub fn editable(value: Option<Value>) -> (i64, Vec<u8>) {
+    match value {
+        Some(v) => (v.expire_at, v.payload.to_vec()),
+        None => (0, Vec::new()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

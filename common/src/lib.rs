@@ -20,6 +20,8 @@
 //! - [`acl`]: users and permissions (`--requirepass`, the ACL file subset), Redis's errors.
 //! - [`args`]: parsing numbers and options out of command arguments with Redis's errors.
 //! - [`glob`]: Redis glob patterns (KEYS, SCAN MATCH, CONFIG GET).
+//! - [`transaction`]: MULTI/EXEC's queued commands, WATCH's digests, and the form a
+//!   transaction travels in to a storage node.
 //! - [`signal`]: SIGTERM / SIGINT, the shutdown signals of every binary.
 //! - [`clock`]: wall-clock milliseconds, the unit of every expiry.
 //! - [`event_loops`]: event-loop threads, one single-threaded runtime per core, each serving
@@ -42,3 +44,4 @@ pub mod resp;
 pub mod ring;
 pub mod shardmap;
 pub mod signal;
+pub mod transaction;

@@ -315,6 +315,106 @@ async fn bitmaps_through_the_client_library() {
     );
 }
 
+/// Increments `key` by one with the check-and-set loop Redis's documentation teaches: WATCH,
+/// read, then MULTI / SET / EXEC, again from the start when EXEC answers nil.
+async fn check_and_set_increment(con: &mut MultiplexedConnection, key: &str) {
+    loop {
+        let () = redis::cmd("WATCH")
+            .arg(key)
+            .query_async(con)
+            .await
+            .expect("WATCH");
+        let current: Option<i64> = con.get(key).await.expect("GET");
+        let committed: Option<((),)> = redis::pipe()
+            .atomic()
+            .set(key, current.unwrap_or(0) + 1)
+            .query_async(con)
+            .await
+            .expect("MULTI/SET/EXEC");
+        if committed.is_some() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_through_the_client_library() {
+    let server = Server::ringkv(&[]);
+    let mut con = connect(&server).await;
+
+    // The crate's atomic pipeline: MULTI, the commands, EXEC; the replies are EXEC's.
+    let (set, incremented, read): (String, i64, String) = redis::pipe()
+        .atomic()
+        .set("greeting", "hello")
+        .incr("visits", 5)
+        .get("greeting")
+        .query_async(&mut con)
+        .await
+        .expect("atomic pipeline");
+    assert_eq!(
+        (set.as_str(), incremented, read.as_str()),
+        ("OK", 5, "hello")
+    );
+
+    // A command that fails as it runs fails alone: the others still run, nothing is undone
+    // (the crate reports the failed one by its place in the transaction).
+    let failed = redis::pipe()
+        .atomic()
+        .set("a", "x")
+        .incr("a", 1)
+        .set("b", "y")
+        .query_async::<Value>(&mut con)
+        .await
+        .expect_err("INCR of a non-integer fails inside EXEC");
+    let failed = failed.to_string();
+    assert!(
+        failed.contains("Index 1") && failed.contains("not an integer"),
+        "{failed}"
+    );
+    let both: (String, String) = con.mget(&["a", "b"]).await.expect("MGET");
+    assert_eq!(both, ("x".to_string(), "y".to_string()));
+
+    // A watched key written by another client between WATCH and EXEC: EXEC runs nothing.
+    let mut other = connect(&server).await;
+    let () = redis::cmd("WATCH")
+        .arg("balance")
+        .query_async(&mut con)
+        .await
+        .expect("WATCH");
+    let () = other.set("balance", 100).await.expect("SET");
+    let aborted: Option<((),)> = redis::pipe()
+        .atomic()
+        .set("balance", 1)
+        .query_async(&mut con)
+        .await
+        .expect("EXEC");
+    assert_eq!(
+        aborted, None,
+        "EXEC after a watched key changed answers nil"
+    );
+    let balance: i64 = con.get("balance").await.expect("GET");
+    assert_eq!(balance, 100, "the aborted transaction wrote nothing");
+
+    // Check-and-set from many clients at once loses no increment: each lost race makes EXEC
+    // answer nil, and the client tries again.
+    const CLIENTS: usize = 8;
+    const EACH: usize = 40;
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let mut con = connect(&server).await;
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..EACH {
+                check_and_set_increment(&mut con, "shared").await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("client task");
+    }
+    let shared: usize = con.get("shared").await.expect("GET");
+    assert_eq!(shared, CLIENTS * EACH, "an increment was lost");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expire_ttl_and_persist_lifecycle() {
     let server = Server::ringkv(&[]);

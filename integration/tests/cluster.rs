@@ -325,6 +325,88 @@ fn keys_written_through_one_proxy_are_read_through_the_other() {
 }
 
 #[test]
+fn transactions_run_whole_at_the_node_of_their_one_shard() {
+    let cluster = Cluster::builder().nodes(2).proxies(1).shards(16).start();
+    let shards = cluster.shards();
+    let mut c = cluster.proxy(0);
+    let mut other = cluster.proxy(0);
+    let queued = || Reply::Simple(b"QUEUED".to_vec());
+    let (ta, tb) = ("{tx}:a", "{tx}:b");
+
+    // Keys sharing a hash tag: the transaction runs at their node, keyless commands beside.
+    assert_eq!(c.cmd(&["MULTI"]), ok());
+    assert_eq!(c.cmd(&["SET", ta, "1"]), queued());
+    assert_eq!(c.cmd(&["INCRBY", tb, "5"]), queued());
+    assert_eq!(c.cmd(&["PING"]), queued());
+    assert_eq!(c.cmd(&["MGET", ta, tb]), queued());
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Array(vec![
+            ok(),
+            Reply::Integer(5),
+            Reply::Simple(b"PONG".to_vec()),
+            Reply::Array(vec![bulk("1"), bulk("5")]),
+        ])
+    );
+
+    // WATCH: another client's write in between makes EXEC answer nil and run nothing; an
+    // untouched watched key lets it run.
+    assert_eq!(c.cmd(&["WATCH", ta]), ok());
+    assert_eq!(other.cmd(&["SET", ta, "other"]), ok());
+    assert_eq!(c.cmd(&["MULTI"]), ok());
+    assert_eq!(c.cmd(&["SET", ta, "mine"]), queued());
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Null);
+    assert_eq!(c.cmd(&["GET", ta]), bulk("other"));
+    assert_eq!(c.cmd(&["WATCH", ta, tb]), ok());
+    assert_eq!(c.cmd(&["MULTI"]), ok());
+    assert_eq!(c.cmd(&["SET", ta, "mine"]), queued());
+    assert_eq!(c.cmd(&["EXEC"]), Reply::Array(vec![ok()]));
+    assert_eq!(c.cmd(&["GET", ta]), bulk("mine"));
+
+    // Keys in two shards, watched keys included: CROSSSLOT, nothing runs, and the
+    // transaction is over.
+    let a = "plain:a".to_string();
+    let b = (0u64..)
+        .map(|n| format!("plain:b{n}"))
+        .find(|k| shard_of(k.as_bytes(), shards) != shard_of(a.as_bytes(), shards))
+        .expect("a key in another shard");
+    let crossslot = Reply::Error(CROSSSLOT.as_bytes().to_vec());
+    assert_eq!(c.cmd(&["MULTI"]), ok());
+    assert_eq!(c.cmd(&["SET", &a, "1"]), queued());
+    assert_eq!(c.cmd(&["SET", &b, "2"]), queued());
+    assert_eq!(c.cmd(&["EXEC"]), crossslot);
+    assert_eq!(
+        c.cmd(&["EXISTS", &a, &b]),
+        Reply::Integer(0),
+        "a refused EXEC wrote"
+    );
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Error(b"ERR EXEC without MULTI".to_vec())
+    );
+    assert_eq!(c.cmd(&["WATCH", &b]), ok());
+    assert_eq!(c.cmd(&["MULTI"]), ok());
+    assert_eq!(c.cmd(&["SET", &a, "1"]), queued());
+    assert_eq!(c.cmd(&["EXEC"]), crossslot);
+    assert_eq!(c.cmd(&["EXISTS", &a]), Reply::Integer(0));
+
+    // A command that walks or clears every shard has no one node to run at: it fails to
+    // queue, so EXEC discards the transaction.
+    assert_eq!(c.cmd(&["MULTI"]), ok());
+    assert_eq!(c.cmd(&["SET", ta, "2"]), queued());
+    let refused = c.cmd(&["FLUSHALL"]);
+    assert!(
+        matches!(&refused, Reply::Error(e) if String::from_utf8_lossy(e).contains("cannot run in a transaction")),
+        "{refused}"
+    );
+    assert_eq!(
+        c.cmd(&["EXEC"]),
+        Reply::Error(b"EXECABORT Transaction discarded because of previous errors.".to_vec())
+    );
+    assert_eq!(c.cmd(&["GET", ta]), bulk("mine"));
+}
+
+#[test]
 fn multi_key_commands_that_must_run_whole_are_refused_across_shards_unless_hash_tagged() {
     let cluster = Cluster::builder().nodes(2).proxies(1).shards(16).start();
     let shards = cluster.shards();

@@ -35,6 +35,18 @@ const REQUESTS: &[&[&str]] = &[
     &["CLIENT", "GETNAME"],
     &["CLIENT", "NOSUCHSUB"],
     &["NOSUCHCOMMAND", "x"],
+    // A transaction with a command that fails as it runs, one that fails to queue
+    // (EXECABORT), and EXEC and DISCARD without MULTI.
+    &["MULTI"],
+    &["SET", "k", "v"],
+    &["INCRBYFLOAT", "k", "x"],
+    &["PING"],
+    &["EXEC"],
+    &["MULTI"],
+    &["STRLEN"],
+    &["EXEC"],
+    &["EXEC"],
+    &["DISCARD"],
 ];
 
 /// Gathered by ringkv into one write when pipelined; one INCR fails.
@@ -127,6 +139,8 @@ fn count_as_redis(ringkv: &mut RespClient, redis: &mut RespClient) {
     // Non-empty sections: the comparison above compared something.
     assert_eq!(ours.0.get("get"), Some(&(3, 1, 0)), "{:?}", ours.0);
     assert_eq!(ours.0.get("incr"), Some(&(4, 0, 2)), "{:?}", ours.0);
+    // EXECABORT and EXEC without MULTI count as failed calls.
+    assert_eq!(ours.0.get("exec"), Some(&(3, 0, 2)), "{:?}", ours.0);
 }
 
 /// The section headers of `INFO <sections>`.

@@ -905,6 +905,12 @@ struct Gen {
     /// Whether the stream goes through a cluster proxy (single-shard keys for MSETNX,
     /// RENAME, RENAMENX, COPY, LCS and BITOP).
     target: Target,
+    /// Whether the commands being generated are queued in a transaction (no transaction
+    /// inside it).
+    in_transaction: bool,
+    /// Whether [`Gen::key`] draws only from [`TAGGED_KEYS`]: a transaction's keys through a
+    /// cluster proxy, which runs it at the one node of their shard.
+    tagged_only: bool,
 }
 
 impl Gen {
@@ -921,6 +927,8 @@ impl Gen {
                 .filter(|s| !s.is_empty())
                 .collect(),
             target,
+            in_transaction: false,
+            tagged_only: false,
         }
     }
 
@@ -957,6 +965,9 @@ impl Gen {
     }
 
     fn key(&mut self) -> Vec<u8> {
+        if self.tagged_only {
+            return self.pick(TAGGED_KEYS).to_vec();
+        }
         self.pick(KEYS).to_vec()
     }
 
@@ -1110,7 +1121,12 @@ impl Gen {
     }
 
     fn any_command(&mut self) -> Vec<Step> {
-        let roll = self.rng.gen_range(0..1060);
+        let roll = loop {
+            let roll = self.rng.gen_range(0..1090);
+            if roll < 1060 || !self.in_transaction {
+                break roll;
+            }
+        };
         match roll {
             0..=89 => self.get(),
             90..=199 => self.set(),
@@ -1153,7 +1169,8 @@ impl Gen {
             1010..=1017 => self.getbit(),
             1018..=1027 => self.bitcount_bitpos(),
             1028..=1037 => self.bitop(),
-            _ => self.bitfield(),
+            1038..=1059 => self.bitfield(),
+            _ => self.transaction(),
         }
     }
 
@@ -1283,7 +1300,7 @@ impl Gen {
     }
 
     fn incr_family(&mut self) -> Vec<Step> {
-        let key = if self.chance(0.4) {
+        let key = if self.chance(0.4) && !self.tagged_only {
             b"counter".to_vec()
         } else {
             self.key()
@@ -1298,7 +1315,7 @@ impl Gen {
     }
 
     fn incrbyfloat(&mut self) -> Vec<Step> {
-        let key = if self.chance(0.4) {
+        let key = if self.chance(0.4) && !self.tagged_only {
             b"float".to_vec()
         } else {
             self.key()
@@ -1830,6 +1847,68 @@ impl Gen {
             wire: Wire::Inline(line),
             check: Check::Exact,
         }]
+    }
+
+    /// MULTI, a few commands from the other generators, then EXEC (or DISCARD); sometimes
+    /// after WATCH, and a write of a watched key by this client that makes EXEC answer nil.
+    /// Now and then a command that cannot be queued (EXECABORT), or MULTI or WATCH inside
+    /// (errors that keep the transaction). Through a cluster every key is tagged, so the
+    /// transaction's keys share a shard; commands that walk or clear every shard are left
+    /// out there (a cluster proxy refuses them in a transaction).
+    fn transaction(&mut self) -> Vec<Step> {
+        let mut steps = Vec::new();
+        self.tagged_only = self.target == Target::Cluster;
+        if self.chance(0.4) {
+            let n = self.rng.gen_range(1..=3);
+            let watched: Vec<Vec<u8>> = (0..n).map(|_| self.key()).collect();
+            let mut args = vec![self.name("watch")];
+            args.extend(watched.iter().cloned());
+            steps.push(Step::exact(args));
+            if self.chance(0.4) {
+                // A value no key held before: WATCH compares what the key reads.
+                let key = watched[self.rng.gen_range(0..watched.len())].clone();
+                let value = format!("watched-{}", self.index).into_bytes();
+                steps.push(Step::exact(vec![self.name("set"), key, value]));
+            }
+            if self.chance(0.15) {
+                steps.push(Step::exact(vec![self.name("unwatch")]));
+            }
+        }
+        steps.push(Step::exact(vec![self.name("multi")]));
+        self.in_transaction = true;
+        let queued = self.rng.gen_range(0..=6);
+        let mut count = 0;
+        while count < queued {
+            let cluster = self.target == Target::Cluster;
+            let inner: Vec<Step> = self
+                .command()
+                .into_iter()
+                .filter(|s| {
+                    s.check == Check::Exact
+                        && !s.name_is("RESET")
+                        && !s.name_is("HELLO")
+                        // Redis's count includes the queued SET's own reference to its value.
+                        && !s.name_is("OBJECT")
+                        && !(cluster
+                            && (matches!(s.wire, Wire::Inline(_))
+                                || s.name_is("FLUSHALL")
+                                || s.name_is("FLUSHDB")))
+                })
+                .collect();
+            count += inner.len().max(1);
+            steps.extend(inner);
+            match self.rng.gen_range(0..60) {
+                0 => steps.push(Step::exact(vec![self.name("multi")])),
+                1 => steps.push(Step::exact(vec![self.name("watch"), self.key()])),
+                2 => steps.push(Step::exact(vec![b"NOSUCHCOMMAND".to_vec()])),
+                _ => {}
+            }
+        }
+        self.in_transaction = false;
+        self.tagged_only = false;
+        let end = if self.chance(0.85) { "exec" } else { "discard" };
+        steps.push(Step::exact(vec![self.name(end)]));
+        steps
     }
 
     fn reset(&mut self) -> Vec<Step> {

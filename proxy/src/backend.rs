@@ -9,9 +9,13 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
+use ringkv_common::command::flag;
 use ringkv_common::command::CommandSpec;
 use ringkv_common::resp::Reply;
-use ringkv_storage::{Deferred, EndsTurn, Storage, StorageError, StorageStats, WriteGroup};
+use ringkv_common::transaction::{Queued, Seen};
+use ringkv_storage::{
+    Deferred, EndsTurn, Executed, Scope, Storage, StorageError, StorageStats, WriteGroup,
+};
 
 use crate::cluster::{Answer, Cluster, Refused, Started};
 
@@ -136,6 +140,49 @@ impl Backend {
                 tracing::error!(%err, "storage engine failed");
                 replies.extend((0..requests).map(|_| INTERNAL));
             }
+        }
+    }
+
+    /// WATCH of one key: what it holds now, for EXEC to compare.
+    pub async fn watch(&self, key: &Bytes) -> Result<Seen, Reply> {
+        match self {
+            Backend::Remote(cluster) => cluster.watch(key).await,
+            Backend::Local(storage) => storage.watch(Scope::All, key),
+        }
+    }
+
+    /// EXEC of a transaction's data commands (`queued`; the connection answers the others)
+    /// once the watched keys are checked. Like [`Backend::execute`], it moves to a blocking
+    /// thread when its writes may wait for a sync.
+    pub async fn exec(
+        &self,
+        watched: Vec<(Bytes, Seen)>,
+        queued: Vec<Queued>,
+    ) -> Result<Executed, Reply> {
+        let storage = match self {
+            Backend::Remote(cluster) => return cluster.exec(&watched, &queued).await,
+            Backend::Local(storage) => storage,
+        };
+        if !(storage.writes_may_block() && queued.iter().any(|q| q.spec.has(flag::WRITE))) {
+            return storage.exec(Scope::All, &watched, &queued);
+        }
+        // It runs on another thread: this one's pending writes go first.
+        storage.end_turn();
+        let storage = Arc::clone(storage);
+        tokio::task::spawn_blocking(move || storage.exec(Scope::All, &watched, &queued))
+            .await
+            .unwrap_or_else(|err| {
+                tracing::error!(%err, "storage engine failed");
+                Err(INTERNAL)
+            })
+    }
+
+    /// Why `spec` cannot be queued in a transaction here, if it cannot: through a cluster,
+    /// a command that walks or clears every shard (see `transaction_refusal`).
+    pub fn transaction_refusal(&self, spec: &CommandSpec) -> Option<Reply> {
+        match self {
+            Backend::Remote(_) => crate::cluster::transaction_refusal(spec),
+            Backend::Local(_) => None,
         }
     }
 

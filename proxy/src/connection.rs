@@ -16,8 +16,9 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use ringkv_common::command::{self, CommandSpec, Route};
+use ringkv_common::command::{self, Cmd, CommandSpec, Route};
 use ringkv_common::resp::{Parsed, Reply, RequestParser};
+use ringkv_common::transaction::{Queued, EXEC_WITHOUT_MULTI};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -77,6 +78,9 @@ enum Next {
     /// Write what is buffered, then close (QUIT, or a protocol error).
     Close,
 }
+
+/// The answer to a command queued inside MULTI.
+const QUEUED: Reply = Reply::status("QUEUED");
 
 /// How long a TLS client may take to complete its handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -289,6 +293,13 @@ impl Connection {
         let mut batch_at = None;
         loop {
             match self.parser.parse(&mut self.input, &mut self.args) {
+                Ok(Parsed::Request) if self.session.transaction.is_some() => {
+                    self.settle(ctx, in_flight).await;
+                    all_sent = true;
+                    if let Some(next) = self.queue(ctx).await? {
+                        return Ok(next);
+                    }
+                }
                 Ok(Parsed::Request) if concurrent => match command::resolve(&self.args) {
                     Ok(spec) if spec.route != Route::Local => {
                         if let Err(reply) = authorize(&self.session, spec, &self.args) {
@@ -444,7 +455,8 @@ impl Connection {
         self.run_gathered(ctx).await;
         let outcome = dispatch(&mut self.session, ctx, &self.args).await;
         self.args.clear();
-        self.counts.commands += u64::from(outcome.ran);
+        self.counts.commands += u64::from(outcome.ran) + outcome.inner_commands;
+        self.counts.errors += outcome.inner_errors;
         self.wrote |= outcome.wrote;
         self.push(ctx, &outcome.reply);
         if self.session.closing {
@@ -453,6 +465,53 @@ impl Connection {
         if self.output.len() >= FLUSH_AT {
             self.flush(ctx).await?;
         }
+        Ok(None)
+    }
+
+    /// Inside MULTI: queues the parsed request for EXEC and answers QUEUED, or runs it at
+    /// once if Redis does (EXEC, DISCARD, MULTI, WATCH, QUIT, RESET). A request that cannot
+    /// be queued (unknown, wrong arity, not permitted, or one a cluster cannot run in a
+    /// transaction) gets its error and fails the transaction: EXEC will answer EXECABORT.
+    async fn queue(&mut self, ctx: &ServerContext) -> io::Result<Option<Next>> {
+        let refusal = match command::resolve(&self.args) {
+            Ok(spec)
+                if matches!(
+                    spec.cmd,
+                    Cmd::Exec | Cmd::Discard | Cmd::Multi | Cmd::Watch | Cmd::Quit | Cmd::Reset
+                ) =>
+            {
+                return self.run_one(ctx).await;
+            }
+            Ok(spec) => {
+                let refusal = authorize(&self.session, spec, &self.args)
+                    .err()
+                    .or_else(|| ctx.backend.transaction_refusal(spec));
+                match (refusal, self.session.transaction.as_mut()) {
+                    (None, Some(transaction)) => {
+                        let spare = self.spare_args.pop().unwrap_or_default();
+                        let args = std::mem::replace(&mut self.args, spare);
+                        transaction.queued.push(Queued { spec, args });
+                        self.push(ctx, &QUEUED);
+                        return Ok(None);
+                    }
+                    (refusal, _) => {
+                        ctx.stats.commands.reject(spec);
+                        refusal.unwrap_or(EXEC_WITHOUT_MULTI)
+                    }
+                }
+            }
+            Err(reply) => {
+                if let Ok(spec) = command::named(&self.args) {
+                    ctx.stats.commands.reject(spec);
+                }
+                reply
+            }
+        };
+        self.args.clear();
+        if let Some(transaction) = self.session.transaction.as_mut() {
+            transaction.failed = true;
+        }
+        self.push(ctx, &refusal);
         Ok(None)
     }
 

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ringkv_common::acl::NOAUTH;
-use ringkv_common::command::{self, CommandSpec, Route};
+use ringkv_common::command::{self, Cmd, CommandSpec, Route};
 use ringkv_common::resp::Reply;
 
 use crate::cmd;
@@ -24,6 +24,11 @@ pub struct Outcome {
     pub reply: Reply,
     /// Whether the command was found and run.
     pub ran: bool,
+    /// Commands EXEC ran inside it, and the error replies among theirs (0 for any other
+    /// command): each counts in the server's totals, as in Redis.
+    pub inner_commands: u64,
+    /// See `inner_commands`.
+    pub inner_errors: u64,
     /// Whether it may have written to the engine and answered as if it did (its batch must
     /// then end with `Backend::end_batch` before replies are sent). An error acknowledges
     /// nothing, so it has nothing to make durable: after a full disk, writes that fail keep
@@ -52,22 +57,29 @@ pub async fn dispatch(session: &mut Session, ctx: &ServerContext, args: &[Bytes]
             if let Ok(spec) = command::named(args) {
                 ctx.stats.commands.reject(spec);
             }
-            return Outcome {
-                reply,
-                ran: false,
-                wrote: false,
-            };
+            return Outcome::refused(reply);
         }
     };
     if let Err(reply) = authorize(session, spec, args) {
         ctx.stats.commands.reject(spec);
-        return Outcome {
-            reply,
-            ran: false,
-            wrote: false,
-        };
+        return Outcome::refused(reply);
     }
     let started = Instant::now();
+    if spec.cmd == Cmd::Exec {
+        // Not in `cmd::run`: EXEC runs queued `Local` commands through it.
+        let exec = cmd::transaction::exec(session, ctx).await;
+        ctx.stats
+            .record_command(spec, exec.reply.is_error(), started.elapsed());
+        return Outcome {
+            reply: exec.reply,
+            ran: true,
+            inner_commands: exec.commands,
+            inner_errors: exec.errors,
+            // Its commands may have written; a batch with nothing to make durable costs
+            // `end_batch` no syscall.
+            wrote: exec.commands > 0,
+        };
+    }
     let reply = match spec.route {
         Route::Local => cmd::run(spec, args, session, ctx).await,
         Route::SingleShard | Route::MultiKey | Route::AllShards => {
@@ -80,6 +92,21 @@ pub async fn dispatch(session: &mut Session, ctx: &ServerContext, args: &[Bytes]
     Outcome {
         reply,
         ran: true,
+        inner_commands: 0,
+        inner_errors: 0,
         wrote,
+    }
+}
+
+impl Outcome {
+    /// A request refused before it ran (unknown, wrong arity, not permitted).
+    fn refused(reply: Reply) -> Outcome {
+        Outcome {
+            reply,
+            ran: false,
+            inner_commands: 0,
+            inner_errors: 0,
+            wrote: false,
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! Per-connection state: what HELLO, CLIENT and SELECT change, and what CLIENT INFO shows.
+//! Per-connection state: what HELLO, CLIENT and SELECT change, what CLIENT INFO shows, and the
+//! transaction MULTI and WATCH start.
 //!
 //! A session belongs to its connection's task alone, so none of it is shared or locked.
 
@@ -10,6 +11,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use ringkv_common::acl::User;
 use ringkv_common::resp::Protocol;
+use ringkv_common::transaction::{Queued, Seen};
 
 /// The next client id. Ids are never reused within a process, as Redis's, so CLIENT ID is a
 /// safe handle for a connection.
@@ -42,6 +44,20 @@ pub struct Session {
     pub closing: bool,
     /// The authenticated user; `None` until AUTH when the default user needs a password.
     pub user: Option<Arc<User>>,
+    /// The commands queued since MULTI; `None` outside a transaction.
+    pub transaction: Option<Transaction>,
+    /// WATCH's keys and what each held then, until EXEC, DISCARD, UNWATCH or RESET.
+    pub watched: Vec<(Bytes, Seen)>,
+}
+
+/// A transaction being queued: what EXEC will run.
+#[derive(Debug, Default)]
+pub struct Transaction {
+    /// The commands, in order.
+    pub queued: Vec<Queued>,
+    /// Whether a command failed to queue (unknown, wrong arity, not permitted): EXEC then
+    /// runs nothing and answers EXECABORT, as in Redis.
+    pub failed: bool,
 }
 
 impl Session {
@@ -60,13 +76,18 @@ impl Session {
             connected_at: Instant::now(),
             closing: false,
             user: None,
+            transaction: None,
+            watched: Vec::new(),
         }
     }
 
-    /// RESET: back to RESP2, database 0, no name, and the user a new connection gets
-    /// (`initial`: the default user if it needs no password, else none until AUTH). The
-    /// library name and version stay, as in Redis, since they still describe the client.
+    /// RESET: back to RESP2, database 0, no name, no transaction or watched key, and the
+    /// user a new connection gets (`initial`: the default user if it needs no password, else
+    /// none until AUTH). The library name and version stay, as in Redis, since they still
+    /// describe the client.
     pub fn reset(&mut self, initial: Option<Arc<User>>) {
+        self.transaction = None;
+        self.watched.clear();
         self.protocol = Protocol::Resp2;
         self.name = None;
         self.db = 0;

@@ -11,6 +11,8 @@
 //! - [`tally`]: per-request counts, kept per thread so the event loops share no cache line.
 //! - `strings`, `bits`, `keyspace`, `walk`: the Redis commands, on top of the engine; `lcs`
 //!   (LCS's table) and `object` (OBJECT and MEMORY USAGE) beside them.
+//! - `transaction`: EXEC, its queued commands run under their keys' locks, and WATCH's
+//!   digests.
 //! - `group`: consecutive blind writes and increments of a batch, run as one engine write.
 //! - `turn`: the groups an event loop ran in one turn, applied as one engine write.
 //! - [`metrics`]: the engine's Prometheus metrics.
@@ -42,6 +44,7 @@ pub mod node;
 mod object;
 mod strings;
 pub mod tally;
+mod transaction;
 mod turn;
 /// The stored value header (format version, type, expiry), public for the fuzz targets.
 pub mod value;
@@ -60,6 +63,7 @@ use engine::Engine;
 pub use engine::EngineError;
 pub use group::WriteGroup;
 use locks::KeyLocks;
+pub use transaction::Executed;
 pub use turn::{Deferred, EndsTurn};
 
 /// Figures for INFO.
@@ -220,6 +224,18 @@ impl Storage {
                 .next()
                 .map(|i| self.shard(&args[i])),
         };
+        self.run_command(scope, shard, spec, args)
+    }
+
+    /// Runs one command whose scope was checked, its turn applied, and whose keys' locks it
+    /// may take (or its transaction holds); `shard` is its first key's, for the metrics.
+    fn run_command(
+        &self,
+        scope: Scope,
+        shard: Option<u32>,
+        spec: &'static CommandSpec,
+        args: &[Bytes],
+    ) -> Reply {
         let started = std::time::Instant::now();
         let outcome = match spec.cmd.family() {
             ringkv_common::command::Family::String => strings::execute(self, spec, args),
@@ -352,12 +368,15 @@ impl Storage {
 fn reply_of(spec: &CommandSpec, outcome: Outcome) -> Reply {
     match outcome {
         Ok(reply) | Err(Failure::Reply(reply)) => reply,
-        Err(Failure::Engine(e)) => {
-            tracing::error!(command = spec.name, error = %e, "storage error");
-            Reply::error_owned(format!(
-                "ERR storage error: {}",
-                e.to_string().replace(['\r', '\n'], " ")
-            ))
-        }
+        Err(Failure::Engine(e)) => storage_error(spec.name, e),
     }
+}
+
+/// An engine failure under `command`, logged, and worded for the client.
+pub(crate) fn storage_error(command: &str, e: EngineError) -> Reply {
+    tracing::error!(command, error = %e, "storage error");
+    Reply::error_owned(format!(
+        "ERR storage error: {}",
+        e.to_string().replace(['\r', '\n'], " ")
+    ))
 }

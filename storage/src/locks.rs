@@ -12,6 +12,8 @@
 //! exclusively. A loop turn's gathered writes keep their stripes until the turn's one engine
 //! write is applied (see `turn`): they are then held as [`Taken`] stripes, not guards.
 
+use std::cell::Cell;
+
 use parking_lot::{RwLock, RwLockWriteGuard};
 use ringkv_common::placement::stable_hash;
 use smallvec::SmallVec;
@@ -27,12 +29,32 @@ const STRIPES: usize = 1 << 16;
 /// 10 keys. Larger sets go to the heap.
 const INLINE_STRIPES: usize = 16;
 
+thread_local! {
+    /// Whether this thread is running a transaction's commands (EXEC), whose stripes the
+    /// transaction took before running any: a command's own lock would wait for its own
+    /// transaction, so it takes none.
+    static IN_TRANSACTION: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The stripes of a transaction's keys, held while its commands run on this thread; dropping
+/// it gives them back.
+pub struct TransactionLocks<'a> {
+    _held: Held<'a>,
+}
+
+impl Drop for TransactionLocks<'_> {
+    fn drop(&mut self) {
+        IN_TRANSACTION.set(false);
+    }
+}
+
 /// The stripes.
 pub struct KeyLocks {
     stripes: Box<[RwLock<()>]>,
 }
 
 /// Held stripes; released on drop.
+#[derive(Default)]
 pub struct Held<'a> {
     _guards: SmallVec<[RwLockWriteGuard<'a, ()>; INLINE_STRIPES]>,
 }
@@ -124,13 +146,19 @@ impl KeyLocks {
         (hash >> 20) as usize % STRIPES
     }
 
-    /// Locks one key's stripe.
-    pub fn lock(&self, key: &[u8]) -> RwLockWriteGuard<'_, ()> {
-        self.stripes[Self::stripe(key)].write()
+    /// Locks one key's stripe (`None`: this thread's transaction holds it already).
+    pub fn lock(&self, key: &[u8]) -> Option<RwLockWriteGuard<'_, ()>> {
+        if IN_TRANSACTION.get() {
+            return None;
+        }
+        Some(self.stripes[Self::stripe(key)].write())
     }
 
     /// Locks every stripe, in order: no write runs until the guard drops (FLUSHALL).
     pub fn lock_all(&self) -> Held<'_> {
+        if IN_TRANSACTION.get() {
+            return Held::default();
+        }
         Held {
             _guards: self.stripes.iter().map(RwLock::write).collect(),
         }
@@ -138,6 +166,9 @@ impl KeyLocks {
 
     /// Locks the stripes of several keys, in stripe order, each once.
     pub fn lock_many<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Held<'_> {
+        if IN_TRANSACTION.get() {
+            return Held::default();
+        }
         Held {
             _guards: Stripes::of(keys)
                 .0
@@ -145,6 +176,23 @@ impl KeyLocks {
                 .map(|i| self.stripes[i as usize].write())
                 .collect(),
         }
+    }
+
+    /// Locks the stripes of a transaction's keys (every stripe with `all`, for FLUSHALL),
+    /// waiting in stripe order, and lets the commands run on this thread until the result
+    /// drops take no lock of their own. The caller holds no other stripe (its turn applied).
+    pub fn lock_for_transaction<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k [u8]>,
+        all: bool,
+    ) -> TransactionLocks<'_> {
+        let held = if all {
+            self.lock_all()
+        } else {
+            self.lock_many(keys)
+        };
+        IN_TRANSACTION.set(true);
+        TransactionLocks { _held: held }
     }
 
     /// Takes every stripe of `stripes` in `mode` if none has to be waited for; otherwise

@@ -105,6 +105,11 @@ pub enum Cmd {
     Memory,
     MemoryUsage,
     MemoryHelp,
+    Multi,
+    Exec,
+    Discard,
+    Watch,
+    Unwatch,
 }
 
 /// Which data-type family a command belongs to (its Redis group).

@@ -172,6 +172,9 @@ impl CommandSpec {
         if self.group == "connection" {
             cats.push("@connection");
         }
+        if self.group == "transactions" {
+            cats.push("@transaction");
+        }
         cats.extend_from_slice(self.extra_acl);
         cats
     }
@@ -448,6 +451,13 @@ pub static COMMANDS: &[CommandSpec] = &[
     local(Cmd::Reset, "reset", 1, CONN | NO_AUTH, "connection", "6.2.0", "Resets the connection.", ""),
     local(Cmd::Select, "select", 2, LOADING | STALE | FAST, "connection", "1.0.0", "Changes the selected database.", "index"),
     container(Cmd::Client, "client", "connection", "2.4.0", "A container for client connection commands.", &CLIENT_SUBCOMMANDS),
+    // transactions: answered by the connection, which queues the commands between MULTI and
+    // EXEC (WATCH's keys are keys for ACL rules and COMMAND GETKEYS, but it is not routed)
+    local(Cmd::Multi, "multi", 1, CONN, "transactions", "1.2.0", "Starts a transaction.", ""),
+    local(Cmd::Exec, "exec", 1, NOSCRIPT | LOADING | STALE, "transactions", "1.2.0", "Executes all commands in a transaction.", ""),
+    local(Cmd::Discard, "discard", 1, CONN, "transactions", "2.0.0", "Discards a transaction.", ""),
+    spec(Cmd::Watch, "watch", -2, CONN, ALL_KEYS, Route::Local, "transactions", "2.2.0", "Monitors changes to keys to determine the execution of a transaction.", "key [key ...]"),
+    local(Cmd::Unwatch, "unwatch", 1, CONN, "transactions", "2.2.0", "Forgets about watched keys of a transaction.", ""),
     // server
     // Unlike CLIENT and CONFIG, COMMAND alone is a command (every INFO entry): arity -1.
     with_arity(container(Cmd::Command, "command", "server", "2.8.13", "Returns detailed information about all commands.", &COMMAND_SUBCOMMANDS), -1),

@@ -5,6 +5,7 @@
 //! - `routes`: one epoch's table (shard → node → pool).
 //! - `follow`: the etcd follower that rebuilds the table on every map or node change.
 //! - `frame`: storage replies as client replies.
+//! - `transaction`: a client's WATCH and EXEC, sent whole to the node of their one shard.
 //!
 //! How commands go out, by their table route:
 //! - one key: to the key's shard, whole;
@@ -28,6 +29,7 @@ mod follow;
 mod frame;
 /// One epoch's routing table, public for the routing micro-benchmarks (`proxy/benches`).
 pub mod routes;
+mod transaction;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -53,6 +55,7 @@ use crate::pool::{Pending, PoolConfig, PoolError};
 use follow::Follower;
 pub use follow::Shared;
 use routes::Routes;
+pub use transaction::transaction_refusal;
 
 /// Redis Cluster's reply to a multi-key command whose keys are in different slots.
 const CROSSSLOT: Reply = Reply::error("CROSSSLOT Keys in request don't hash to the same slot");

@@ -1,6 +1,6 @@
 //! Commands the proxy answers itself (route `Local` in the command table), one file per
 //! family: connection (PING, ECHO, HELLO, QUIT, RESET, SELECT), CLIENT, COMMAND, CONFIG, INFO
-//! and TIME, and OBJECT HELP and MEMORY HELP (their other subcommands run where the key is). Each handler takes the already resolved arguments and returns a [`Reply`]; none
+//! and TIME, the transaction commands (MULTI, EXEC, DISCARD, WATCH, UNWATCH), and OBJECT HELP and MEMORY HELP (their other subcommands run where the key is). Each handler takes the already resolved arguments and returns a [`Reply`]; none
 //! touches the socket.
 
 mod client;
@@ -9,6 +9,7 @@ mod config;
 mod connection;
 mod info;
 mod time;
+pub mod transaction;
 
 use bytes::Bytes;
 use ringkv_common::command::{Cmd, CommandSpec};
@@ -39,6 +40,10 @@ pub async fn run(
             Reply::status("RESET")
         }
         Cmd::Select => connection::select(&args[1]),
+        Cmd::Multi => transaction::multi(session),
+        Cmd::Discard => transaction::discard(session),
+        Cmd::Watch => transaction::watch(&args[1..], session, ctx).await,
+        Cmd::Unwatch => transaction::unwatch(session),
         Cmd::ClientSetname => client::setname(&args[2], session),
         Cmd::ClientGetname => session.name.clone().map_or(Reply::Nil, Reply::Bulk),
         Cmd::ClientId => Reply::Int(session.id as i64),

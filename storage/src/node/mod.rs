@@ -6,6 +6,7 @@
 //! - `membership`: registration under an etcd lease, and the map watch that opens shards.
 //! - `server`: the connections from proxies (the internal protocol of
 //!   [`ringkv_common::internal`]).
+//! - `transactions`: a proxy client's WATCH and EXEC, run in the shard of its keys.
 //!
 //! [`run`] ties them together and returns after a clean shutdown.
 
@@ -13,6 +14,7 @@ pub mod config;
 mod membership;
 mod ownership;
 mod server;
+mod transactions;
 
 use std::future::Future;
 use std::net::SocketAddr;

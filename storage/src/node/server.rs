@@ -6,6 +6,8 @@
 //! - `SHARD <shard> <epoch> <command…>`: a data command, run if [`Ownership::check`] allows;
 //! - `SHARDS <epoch> <command…>`: a multi-key command whose keys are in several shards, run
 //!   if [`Ownership::check`] allows every key's shard, refused whole otherwise;
+//! - `SHARD <shard> <epoch> WATCHING|TRANSACTION …`: a client's WATCH and EXEC through a
+//!   proxy (see `transactions`);
 //! - `PING`, `INFO`, `QUIT`: for operators and health checks.
 
 use std::fmt::Write as _;
@@ -357,6 +359,9 @@ async fn run_enveloped(
     epoch: u64,
     inner: &[Bytes],
 ) -> (Reply, bool) {
+    if let Some(shard) = shard.filter(|_| super::transactions::is_transactional(inner)) {
+        return super::transactions::run(ctx, shard, epoch, inner).await;
+    }
     let spec = match command::resolve(inner) {
         Ok(spec) => spec,
         Err(reply) => return (reply, false),
@@ -426,7 +431,7 @@ fn keys_served(
 }
 
 /// Counts a refusal and gives the reply that carries it.
-fn refused(ctx: &NodeContext, refusal: Refusal) -> Reply {
+pub(super) fn refused(ctx: &NodeContext, refusal: Refusal) -> Reply {
     ctx.refused.fetch_add(1, Ordering::Relaxed);
     let reason = match refusal {
         Refusal::Moved { .. } => "moved",

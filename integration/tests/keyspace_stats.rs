@@ -3,7 +3,8 @@
 //! exactly as Redis does. Redis counts its read lookups (GET, MGET, STRLEN, SET … GET,
 //! EXISTS, TOUCH, TYPE, TTL…) and not its write lookups (INCR, APPEND, SETRANGE, SET NX…).
 //!
-//! Each command runs on both servers, and the two counters' change across it must be the same.
+//! Each command runs on both servers, and the two counters' change across it must be the same
+//! (a transaction's queued reads count at EXEC, WATCH's never).
 //! INFO itself counts nothing, so no reset is needed, and the same holds through a cluster
 //! proxy, whose INFO sums its storage nodes' counters.
 
@@ -82,6 +83,12 @@ const COMMANDS: &[&[&str]] = &[
         "BITFIELD", "{t}bits", "INCRBY", "u8", "0", "1", "GET", "u8", "0",
     ],
     &["BITFIELD_RO", "{t}bits", "GET", "u8", "0"],
+    // WATCH reads without counting; queued reads count when EXEC runs them.
+    &["WATCH", "{t}b", "{t}nokey"],
+    &["MULTI"],
+    &["GET", "{t}b"],
+    &["MGET", "{t}b", "{t}nokey"],
+    &["EXEC"],
     &["DEL", "k", "nokey"],
     &["DBSIZE"],
     &["KEYS", "*"],
@@ -98,16 +105,23 @@ fn hits_and_misses(client: &mut RespClient, who: &str) -> (u64, u64) {
     (field("keyspace_hits"), field("keyspace_misses"))
 }
 
-/// Runs every command on both and compares the counters' change across each.
-fn count_as_redis(ringkv: &mut RespClient, redis: &mut RespClient) {
+/// Runs every command on both and compares the counters' change across each. The counters
+/// are read on a second connection to each (`*_info`): a transaction's connection would
+/// queue INFO.
+fn count_as_redis(
+    ringkv: &mut RespClient,
+    ringkv_info: &mut RespClient,
+    redis: &mut RespClient,
+    redis_info: &mut RespClient,
+) {
     for client in [&mut *ringkv, &mut *redis] {
         assert!(!client.cmd(&["SET", "k", "v"]).is_error());
     }
     let mut mismatches = Vec::new();
     for command in COMMANDS {
         let before = (
-            hits_and_misses(ringkv, "ringkv"),
-            hits_and_misses(redis, "redis-server"),
+            hits_and_misses(ringkv_info, "ringkv"),
+            hits_and_misses(redis_info, "redis-server"),
         );
         let replies = (ringkv.cmd(command), redis.cmd(command));
         assert_eq!(
@@ -118,8 +132,8 @@ fn count_as_redis(ringkv: &mut RespClient, redis: &mut RespClient) {
             replies.1
         );
         let after = (
-            hits_and_misses(ringkv, "ringkv"),
-            hits_and_misses(redis, "redis-server"),
+            hits_and_misses(ringkv_info, "ringkv"),
+            hits_and_misses(redis_info, "redis-server"),
         );
         let moved = |(h0, m0): (u64, u64), (h1, m1): (u64, u64)| (h1 - h0, m1 - m0);
         let ours = moved(before.0, after.0);
@@ -168,12 +182,22 @@ fn count_as_redis(ringkv: &mut RespClient, redis: &mut RespClient) {
 fn keyspace_hits_and_misses_count_as_redis_servers() {
     let ringkv = Server::ringkv(&[]);
     let redis = Server::redis(&[]);
-    count_as_redis(&mut ringkv.connect(), &mut redis.connect());
+    count_as_redis(
+        &mut ringkv.connect(),
+        &mut ringkv.connect(),
+        &mut redis.connect(),
+        &mut redis.connect(),
+    );
 }
 
 #[test]
 fn keyspace_hits_and_misses_count_as_redis_servers_through_a_cluster_proxy() {
     let cluster = Cluster::builder().nodes(2).proxies(1).shards(16).start();
     let redis = Server::redis(&[]);
-    count_as_redis(&mut cluster.proxy(0), &mut redis.connect());
+    count_as_redis(
+        &mut cluster.proxy(0),
+        &mut cluster.proxy(0),
+        &mut redis.connect(),
+        &mut redis.connect(),
+    );
 }

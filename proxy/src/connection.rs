@@ -16,13 +16,14 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use ringkv_common::command::{self, Cmd, CommandSpec, Route};
+use ringkv_common::command::{self, CommandSpec, Route};
 use ringkv_common::resp::{Parsed, Reply, RequestParser};
-use ringkv_common::transaction::{Queued, EXEC_WITHOUT_MULTI};
+use ringkv_common::transaction::Queued;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::cluster::{Answer, Started};
+use crate::cmd;
 use crate::context::{ServerContext, TCP_KEEPALIVE_SECS};
 use crate::dispatch::{authorize, dispatch};
 use crate::session::Session;
@@ -351,9 +352,11 @@ impl Connection {
                         }
                     }
                     Err(reply) => {
-                        if let Ok(spec) = command::named(&self.args) {
+                        let named = command::named(&self.args).ok();
+                        if let Some(spec) = named {
                             ctx.stats.commands.reject(spec);
                         }
+                        let reply = cmd::transaction::refused(&mut self.session, named, reply);
                         self.args.clear();
                         in_flight.push(InFlight::Done(reply));
                     }
@@ -473,45 +476,34 @@ impl Connection {
     /// be queued (unknown, wrong arity, not permitted, or one a cluster cannot run in a
     /// transaction) gets its error and fails the transaction: EXEC will answer EXECABORT.
     async fn queue(&mut self, ctx: &ServerContext) -> io::Result<Option<Next>> {
-        let refusal = match command::resolve(&self.args) {
-            Ok(spec)
-                if matches!(
-                    spec.cmd,
-                    Cmd::Exec | Cmd::Discard | Cmd::Multi | Cmd::Watch | Cmd::Quit | Cmd::Reset
-                ) =>
-            {
-                return self.run_one(ctx).await;
-            }
-            Ok(spec) => {
-                let refusal = authorize(&self.session, spec, &self.args)
-                    .err()
-                    .or_else(|| ctx.backend.transaction_refusal(spec));
-                match (refusal, self.session.transaction.as_mut()) {
-                    (None, Some(transaction)) => {
-                        let spare = self.spare_args.pop().unwrap_or_default();
-                        let args = std::mem::replace(&mut self.args, spare);
-                        transaction.queued.push(Queued { spec, args });
-                        self.push(ctx, &QUEUED);
-                        return Ok(None);
-                    }
-                    (refusal, _) => {
-                        ctx.stats.commands.reject(spec);
-                        refusal.unwrap_or(EXEC_WITHOUT_MULTI)
-                    }
-                }
-            }
-            Err(reply) => {
-                if let Ok(spec) = command::named(&self.args) {
-                    ctx.stats.commands.reject(spec);
-                }
-                reply
-            }
-        };
-        self.args.clear();
-        if let Some(transaction) = self.session.transaction.as_mut() {
-            transaction.failed = true;
+        let named = command::named(&self.args).ok();
+        if named.is_some_and(|spec| cmd::transaction::runs_at_once(spec.cmd)) {
+            return self.run_one(ctx).await;
         }
-        self.push(ctx, &refusal);
+        let refusal = match command::resolve(&self.args) {
+            Ok(spec) => match authorize(&self.session, spec, &self.args)
+                .err()
+                .or_else(|| ctx.backend.transaction_refusal(spec))
+            {
+                Some(refusal) => refusal,
+                None => {
+                    let spare = self.spare_args.pop().unwrap_or_default();
+                    let args = std::mem::replace(&mut self.args, spare);
+                    if let Some(transaction) = self.session.transaction.as_mut() {
+                        transaction.queued.push(Queued { spec, args });
+                    }
+                    self.push(ctx, &QUEUED);
+                    return Ok(None);
+                }
+            },
+            Err(reply) => reply,
+        };
+        if let Some(spec) = named {
+            ctx.stats.commands.reject(spec);
+        }
+        let reply = cmd::transaction::refused(&mut self.session, named, refusal);
+        self.args.clear();
+        self.push(ctx, &reply);
         Ok(None)
     }
 

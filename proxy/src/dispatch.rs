@@ -54,14 +54,17 @@ pub async fn dispatch(session: &mut Session, ctx: &ServerContext, args: &[Bytes]
     let spec = match command::resolve(args) {
         Ok(spec) => spec,
         Err(reply) => {
-            if let Ok(spec) = command::named(args) {
+            let named = command::named(args).ok();
+            if let Some(spec) = named {
                 ctx.stats.commands.reject(spec);
             }
+            let reply = cmd::transaction::refused(session, named, reply);
             return Outcome::refused(reply);
         }
     };
     if let Err(reply) = authorize(session, spec, args) {
         ctx.stats.commands.reject(spec);
+        let reply = cmd::transaction::refused(session, Some(spec), reply);
         return Outcome::refused(reply);
     }
     let started = Instant::now();

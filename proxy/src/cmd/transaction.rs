@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringkv_common::command::Route;
+use ringkv_common::command::{Cmd, CommandSpec, Route};
 use ringkv_common::resp::Reply;
 use ringkv_common::transaction::{
     Queued, DISCARD_WITHOUT_MULTI, EXECABORT, EXEC_WITHOUT_MULTI, NESTED_MULTI, WATCH_INSIDE_MULTI,
@@ -15,6 +15,37 @@ use ringkv_storage::Executed;
 
 use crate::context::ServerContext;
 use crate::session::{Session, Transaction};
+
+/// Whether Redis runs `cmd` at once inside MULTI rather than queueing it.
+pub fn runs_at_once(cmd: Cmd) -> bool {
+    matches!(
+        cmd,
+        Cmd::Exec | Cmd::Discard | Cmd::Multi | Cmd::Watch | Cmd::Quit | Cmd::Reset
+    )
+}
+
+/// A request refused before it ran (unknown, wrong arity, not permitted), as a transaction
+/// sees it, as in Redis: a refused EXEC ends the transaction and answers EXECABORT naming
+/// why; any other refusal inside MULTI makes EXEC answer EXECABORT.
+pub fn refused(session: &mut Session, spec: Option<&CommandSpec>, reply: Reply) -> Reply {
+    if spec.is_some_and(|spec| spec.cmd == Cmd::Exec) {
+        session.transaction = None;
+        session.watched.clear();
+        let Reply::Error(text) = &reply else {
+            return reply;
+        };
+        // Redis words it from the error without its generic ERR code.
+        let why = text.strip_prefix(b"ERR ").unwrap_or(text);
+        return Reply::error_owned(format!(
+            "EXECABORT Transaction discarded because of: {}",
+            String::from_utf8_lossy(why)
+        ));
+    }
+    if let Some(transaction) = session.transaction.as_mut() {
+        transaction.failed = true;
+    }
+    reply
+}
 
 /// MULTI: start queueing.
 pub fn multi(session: &mut Session) -> Reply {

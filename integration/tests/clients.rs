@@ -416,6 +416,56 @@ async fn transactions_through_the_client_library() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_clients_never_see_part_of_a_transaction() {
+    let server = Server::ringkv(&[]);
+    const WRITES: u64 = 2_000;
+    let writers_done = Arc::new(AtomicBool::new(false));
+    // Two writers set both keys to the same number in each transaction…
+    let mut writers = Vec::new();
+    for writer in 0..2u64 {
+        let mut con = connect(&server).await;
+        writers.push(tokio::spawn(async move {
+            for i in 0..WRITES {
+                let n = i * 2 + writer;
+                let () = redis::pipe()
+                    .atomic()
+                    .set("pair:a", n)
+                    .ignore()
+                    .set("pair:b", n)
+                    .ignore()
+                    .query_async(&mut con)
+                    .await
+                    .expect("MULTI/SET/SET/EXEC");
+            }
+        }));
+    }
+    // …and two readers, on the other event loop as well, must always read them equal.
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let mut con = connect(&server).await;
+        let done = Arc::clone(&writers_done);
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let (a, b): (Option<u64>, Option<u64>) =
+                    con.mget(&["pair:a", "pair:b"]).await.expect("MGET");
+                assert_eq!(a, b, "MGET saw part of a transaction");
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer task");
+    }
+    writers_done.store(true, Ordering::Relaxed);
+    for reader in readers {
+        let reads = reader.await.expect("reader task");
+        assert!(reads > 0, "a reader never read");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expire_ttl_and_persist_lifecycle() {
     let server = Server::ringkv(&[]);
     let mut con = connect(&server).await;

@@ -26,7 +26,7 @@ use crate::cluster::{Answer, Started};
 use crate::cmd;
 use crate::context::{ServerContext, TCP_KEEPALIVE_SECS};
 use crate::dispatch::{authorize, dispatch};
-use crate::session::Session;
+use crate::session::{Session, MAX_QUEUED_BYTES};
 use crate::shutdown::Shutdown;
 use crate::stats::{BatchCounts, ClientGuard};
 use crate::tls::{ClientStream, Tls};
@@ -489,10 +489,13 @@ impl Connection {
                 None => {
                     let spare = self.spare_args.pop().unwrap_or_default();
                     let args = std::mem::replace(&mut self.args, spare);
-                    if let Some(transaction) = self.session.transaction.as_mut() {
-                        transaction.queued.push(Queued { spec, args });
-                    }
-                    self.push(ctx, &QUEUED);
+                    let pushed = match self.session.transaction.as_mut() {
+                        Some(transaction) => {
+                            transaction.push(Queued { spec, args }, MAX_QUEUED_BYTES)
+                        }
+                        None => Ok(()),
+                    };
+                    self.push(ctx, pushed.as_ref().err().unwrap_or(&QUEUED));
                     return Ok(None);
                 }
             },

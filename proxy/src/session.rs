@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ringkv_common::acl::User;
-use ringkv_common::resp::Protocol;
+use ringkv_common::resp::{Protocol, Reply};
 use ringkv_common::transaction::{Queued, Seen};
 
 /// The next client id. Ids are never reused within a process, as Redis's, so CLIENT ID is a
@@ -55,9 +55,52 @@ pub struct Session {
 pub struct Transaction {
     /// The commands, in order.
     pub queued: Vec<Queued>,
-    /// Whether a command failed to queue (unknown, wrong arity, not permitted): EXEC then
-    /// runs nothing and answers EXECABORT, as in Redis.
+    /// Whether a command failed to queue (unknown, wrong arity, not permitted, over
+    /// [`MAX_QUEUED_BYTES`]): EXEC then runs nothing and answers EXECABORT, as in Redis.
     pub failed: bool,
+    /// What the queued commands hold, as [`queued_cost`] counts it.
+    pub bytes: usize,
+}
+
+/// Most memory one transaction's queued commands may hold: Redis's default
+/// `client-query-buffer-limit`. Redis bounds a transaction only by the server's memory; a
+/// client that forgot its EXEC would otherwise grow without end.
+pub const MAX_QUEUED_BYTES: usize = 1 << 30;
+
+/// The answer to a command that would take a transaction over [`MAX_QUEUED_BYTES`].
+pub const TOO_LARGE: Reply =
+    Reply::error("ERR the transaction's queued commands exceed 1 GiB: EXEC will discard it");
+
+/// What a queued command holds: its arguments and their bookkeeping.
+pub fn queued_cost(args: &[Bytes]) -> usize {
+    const PER_ARG: usize = std::mem::size_of::<Bytes>();
+    const PER_COMMAND: usize = std::mem::size_of::<Queued>();
+    PER_COMMAND + args.iter().map(|a| PER_ARG + a.len()).sum::<usize>()
+}
+
+impl Transaction {
+    /// Marks it failed (EXEC will answer EXECABORT) and drops what was queued.
+    pub fn fail(&mut self) {
+        self.failed = true;
+        self.queued = Vec::new();
+        self.bytes = 0;
+    }
+
+    /// Queues `queued` unless the transaction already failed (then nothing runs, so nothing
+    /// is kept) or it would go over `max` bytes (then it fails, and the error is returned).
+    pub fn push(&mut self, queued: Queued, max: usize) -> Result<(), Reply> {
+        if self.failed {
+            return Ok(());
+        }
+        let cost = queued_cost(&queued.args);
+        if self.bytes + cost > max {
+            self.fail();
+            return Err(TOO_LARGE);
+        }
+        self.bytes += cost;
+        self.queued.push(queued);
+        Ok(())
+    }
 }
 
 impl Session {
@@ -153,6 +196,30 @@ mod tests {
         s.reset(None);
         assert_eq!((s.protocol, s.name.is_none()), (Protocol::Resp2, true));
         assert_eq!(s.lib_name.as_deref(), Some(&b"redis-py"[..]));
+    }
+
+    #[test]
+    fn a_transaction_over_its_bound_fails_and_keeps_nothing() {
+        let queued = |value: &'static [u8]| {
+            let args = vec![
+                Bytes::from_static(b"SET"),
+                Bytes::from_static(b"k"),
+                Bytes::from_static(value),
+            ];
+            Queued {
+                spec: ringkv_common::command::resolve(&args).expect("SET"),
+                args,
+            }
+        };
+        let one = queued_cost(&queued(&[0; 100]).args);
+        let mut t = Transaction::default();
+        t.push(queued(&[0; 100]), 2 * one).expect("under the bound");
+        t.push(queued(&[0; 100]), 2 * one).expect("at the bound");
+        assert_eq!(t.push(queued(b"x"), 2 * one), Err(TOO_LARGE));
+        assert!(t.failed && t.queued.is_empty());
+        // A failed transaction keeps nothing more, and answers QUEUED as Redis does.
+        assert_eq!(t.push(queued(b"x"), 2 * one), Ok(()));
+        assert!(t.queued.is_empty());
     }
 
     #[test]

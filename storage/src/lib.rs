@@ -100,6 +100,7 @@ pub struct Storage {
     stop: expiry::StopFlag,
     shard_counters: metrics::ShardCounters,
     turns: turn::Turns,
+    running: transaction::Running,
 }
 
 /// Which shards a command may touch.
@@ -152,6 +153,7 @@ impl Storage {
             stop: expiry::StopFlag::default(),
             shard_counters: metrics::ShardCounters::default(),
             turns: turn::Turns::default(),
+            running: transaction::Running::default(),
         });
         expiry::start(&storage);
         Ok(storage)
@@ -224,6 +226,11 @@ impl Storage {
                 .next()
                 .map(|i| self.shard(&args[i])),
         };
+        // Keyless reads (SCAN, DBSIZE…) walk shards, which a transaction never makes
+        // inconsistent to a walk more than any other write.
+        if spec.has(flag::READONLY) && spec.keys.first != 0 {
+            return self.run_read(scope, shard, spec, args);
+        }
         self.run_command(scope, shard, spec, args)
     }
 

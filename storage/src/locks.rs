@@ -48,6 +48,18 @@ impl Drop for TransactionLocks<'_> {
     }
 }
 
+/// Stripes held shared by a read ([`KeyLocks::hold_for_read`]); released on drop.
+pub struct ReadHold<'a> {
+    locks: &'a KeyLocks,
+    taken: Taken,
+}
+
+impl Drop for ReadHold<'_> {
+    fn drop(&mut self) {
+        self.locks.release(&mut self.taken);
+    }
+}
+
 /// The stripes.
 pub struct KeyLocks {
     stripes: Box<[RwLock<()>]>,
@@ -193,6 +205,16 @@ impl KeyLocks {
         };
         IN_TRANSACTION.set(true);
         TransactionLocks { _held: held }
+    }
+
+    /// Takes the stripes of `keys` shared, waiting in stripe order, until the result drops:
+    /// a read that must not see a transaction in the middle (see `transaction`). The caller
+    /// holds no other stripe.
+    pub fn hold_for_read<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> ReadHold<'_> {
+        ReadHold {
+            locks: self,
+            taken: self.take(&Stripes::of(keys), Mode::Shared),
+        }
     }
 
     /// Takes every stripe of `stripes` in `mode` if none has to be waited for; otherwise

@@ -9,14 +9,21 @@
 //! their own (`KeyLocks::lock_for_transaction`). Their writes reach the log with the batch
 //! that answers EXEC (see `Storage::end_batch`), in one write to the OS.
 //!
+//! Reads take no lock, so a transaction counts itself as running from its first write to its
+//! last, and a read that overlaps one runs again holding its keys' stripes shared, after the
+//! EXEC that holds them (`Storage::run_read`): no client sees some of a transaction's writes
+//! and not the others, as in Redis.
+//!
 //! WATCH keeps a digest of the key's value and expiry (xxh3-128), not a version: a version
 //! would cost every write an update, watched or not. EXEC runs if each watched key still
 //! reads the same, so a write that leaves a key as it was (SET of the same value; a SET and
 //! then a DEL of a key that did not exist) does not abort it, where Redis would.
 
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
 use bytes::Bytes;
 use ringkv_common::clock::now_ms;
-use ringkv_common::command::Cmd;
+use ringkv_common::command::{Cmd, CommandSpec};
 use ringkv_common::resp::Reply;
 use ringkv_common::transaction::{Queued, Seen};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
@@ -34,7 +41,41 @@ pub enum Executed {
     Aborted,
 }
 
+/// How many EXECs have begun and how many have ended, for reads that take no lock to tell
+/// whether one ran meanwhile (see [`Storage::run_read`]).
+#[derive(Default)]
+pub(crate) struct Running {
+    begun: AtomicU64,
+    ended: AtomicU64,
+}
+
 impl Storage {
+    /// Runs a read-only command (`execute_in` checked its scope) so that it never sees a
+    /// transaction in the middle, as no Redis client does: EXEC applies its commands' writes
+    /// one after another. A read takes no lock when no EXEC was running as it began and none
+    /// began before it ended (two loads before and one after, on a line only EXEC writes);
+    /// otherwise it runs again holding its keys' stripes shared, which waits for an EXEC that
+    /// holds them. (A read run twice counts its keyspace hits twice.)
+    pub(crate) fn run_read(
+        &self,
+        scope: Scope,
+        shard: Option<u32>,
+        spec: &'static CommandSpec,
+        args: &[Bytes],
+    ) -> Reply {
+        let begun = self.running.begun.load(SeqCst);
+        if begun == self.running.ended.load(SeqCst) {
+            let reply = self.run_command(scope, shard, spec, args);
+            if self.running.begun.load(SeqCst) == begun {
+                return reply;
+            }
+        }
+        let _held = self
+            .locks
+            .hold_for_read(spec.key_indexes(args.len()).map(|i| &args[i][..]));
+        self.run_command(scope, shard, spec, args)
+    }
+
     /// WATCH: what `key` holds now, to compare at EXEC. With [`Scope::Shard`] the key must
     /// belong to that shard, hosted here. Like Redis's WATCH, it counts no keyspace hit or
     /// miss.
@@ -78,6 +119,9 @@ impl Storage {
                 return Ok(Executed::Aborted);
             }
         }
+        // Begun before the first write, ended after the last, both under the locks.
+        self.running.begun.fetch_add(1, SeqCst);
+        let _ended = Ended(&self.running.ended);
         let replies = queued
             .iter()
             .map(|q| {
@@ -121,5 +165,15 @@ impl Storage {
             ))),
             None => Ok(()),
         }
+    }
+}
+
+/// Counts an EXEC ended when dropped, so that a panic inside one cannot leave every later
+/// read taking locks.
+struct Ended<'a>(&'a AtomicU64);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, SeqCst);
     }
 }

@@ -42,7 +42,7 @@ pub fn refused(session: &mut Session, spec: Option<&CommandSpec>, reply: Reply) 
         ));
     }
     if let Some(transaction) = session.transaction.as_mut() {
-        transaction.failed = true;
+        transaction.fail();
     }
     reply
 }

@@ -26,6 +26,12 @@
 //!   value as SET stores it, see the README), and OBJECT IDLETIME not at all. Everything else,
 //!   including MSET, MGET, DEL, EXISTS, TOUCH, UNLINK, SCAN, KEYS, DBSIZE, RANDOMKEY and
 //!   FLUSHALL across shards, must match exactly as in the standalone streams.
+//! - Transactions (MULTI … EXEC or DISCARD, sometimes after WATCH) queue commands of the other
+//!   generators whose replies compare exactly, except OBJECT (Redis's REFCOUNT counts the
+//!   queued SET's own reference). After WATCH, the stream writes a watched key only with a
+//!   value no key held before: WATCH compares what a key holds (the README says so). Through
+//!   a cluster a transaction's keys are all tagged, and FLUSHALL, FLUSHDB and inline commands
+//!   (untagged keys) stay out of it: a cluster runs a transaction at the one node of its keys.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -226,8 +226,8 @@ impl Storage {
                 .next()
                 .map(|i| self.shard(&args[i])),
         };
-        // Keyless reads (SCAN, DBSIZE…) walk shards, which a transaction never makes
-        // inconsistent to a walk more than any other write.
+        // Keyless reads (SCAN, DBSIZE…) walk whole shards, and see writes land as they walk
+        // whatever wrote them: a transaction's are no different.
         if spec.has(flag::READONLY) && spec.keys.first != 0 {
             return self.run_read(scope, shard, spec, args);
         }

@@ -11,6 +11,11 @@
 //! exclude each other, only a read-modify-write of the same key, which takes its stripes
 //! exclusively. A loop turn's gathered writes keep their stripes until the turn's one engine
 //! write is applied (see `turn`): they are then held as [`Taken`] stripes, not guards.
+//!
+//! EXEC takes the stripes of all its transaction's keys exclusively before running any of
+//! its commands, which then take none of their own on that thread
+//! ([`KeyLocks::lock_for_transaction`]); a read that overlapped an EXEC runs again holding its
+//! keys' stripes shared ([`KeyLocks::hold_for_read`], see `transaction`).
 
 use std::cell::Cell;
 

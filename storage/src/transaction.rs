@@ -19,7 +19,7 @@
 //! reads the same, so a write that leaves a key as it was (SET of the same value; a SET and
 //! then a DEL of a key that did not exist) does not abort it, where Redis would.
 
-use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{fence, AtomicU64, Ordering::Acquire, Ordering::SeqCst};
 
 use bytes::Bytes;
 use ringkv_common::clock::now_ms;
@@ -66,6 +66,8 @@ impl Storage {
         let begun = self.running.begun.load(SeqCst);
         if begun == self.running.ended.load(SeqCst) {
             let reply = self.run_command(scope, shard, spec, args);
+            // The read's loads stay before the check (as in a seqlock's reader).
+            fence(Acquire);
             if self.running.begun.load(SeqCst) == begun {
                 return reply;
             }

@@ -152,6 +152,15 @@ fn every_acknowledged_set_survives_kill_9_with_fsync_always() {
         client.cmd(&["INCRBY", "acked-counter", "500"]),
         Reply::Integer(500)
     );
+    // A transaction's writes, synced before EXEC answers (it runs on a blocking thread).
+    assert_eq!(client.cmd(&["MULTI"]), ok());
+    for command in [&["SET", "tx:a", "1"][..], &["INCRBY", "tx:n", "7"]] {
+        assert_eq!(client.cmd(command), Reply::Simple(b"QUEUED".to_vec()));
+    }
+    assert_eq!(
+        client.cmd(&["EXEC"]),
+        Reply::Array(vec![ok(), Reply::Integer(7)])
+    );
     let stopped = server.stop(Stop::Kill);
     assert!(
         !stopped.status.success(),
@@ -163,6 +172,10 @@ fn every_acknowledged_set_survives_kill_9_with_fsync_always() {
     assert_eq!(
         client.cmd(&["GET", "acked-counter"]),
         Reply::Bulk(b"500".to_vec())
+    );
+    assert_eq!(
+        client.cmd(&["MGET", "tx:a", "tx:n"]),
+        Reply::Array(vec![Reply::Bulk(b"1".to_vec()), Reply::Bulk(b"7".to_vec())])
     );
 }
 

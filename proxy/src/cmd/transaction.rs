@@ -3,7 +3,7 @@
 //! to the engine as one transaction (`Backend::exec`) and runs the ones the connection
 //! answers itself (PING, INFO, CLIENT…) after it, each reply in its queued place.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use ringkv_common::command::{Cmd, CommandSpec, Route};
@@ -149,7 +149,7 @@ pub async fn exec(session: &mut Session, ctx: &ServerContext) -> Exec {
         let reply = match local.next_if(|(queued_at, _)| *queued_at == at) {
             Some((_, q)) => run_local(&q, session, ctx).await,
             None => data_replies.next().unwrap_or(Reply::error(
-                "ERR the engine answered fewer commands than it ran",
+                "ERR the engine answered fewer replies than the transaction has commands",
             )),
         };
         replies.push(reply);
@@ -170,7 +170,7 @@ pub async fn exec(session: &mut Session, ctx: &ServerContext) -> Exec {
 async fn run_local(q: &Queued, session: &mut Session, ctx: &ServerContext) -> Reply {
     let started = Instant::now();
     let reply = super::run(q.spec, &q.args, session, ctx).await;
-    let took: Duration = started.elapsed();
-    ctx.stats.record_command(q.spec, reply.is_error(), took);
+    ctx.stats
+        .record_command(q.spec, reply.is_error(), started.elapsed());
     reply
 }

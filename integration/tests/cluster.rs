@@ -93,6 +93,14 @@ fn ok() -> Reply {
     Reply::Simple(b"OK".to_vec())
 }
 
+/// The first of `<prefix>0`, `<prefix>1`… whose shard is not `than`'s.
+fn key_in_another_shard(prefix: &str, than: &str, shards: u32) -> String {
+    (0u64..)
+        .map(|n| format!("{prefix}{n}"))
+        .find(|k| shard_of(k.as_bytes(), shards) != shard_of(than.as_bytes(), shards))
+        .expect("a key in another shard")
+}
+
 fn bulk(s: &str) -> Reply {
     Reply::Bulk(s.as_bytes().to_vec())
 }
@@ -366,10 +374,7 @@ fn transactions_run_whole_at_the_node_of_their_one_shard() {
     // Keys in two shards, watched keys included: CROSSSLOT, nothing runs, and the
     // transaction is over.
     let a = "plain:a".to_string();
-    let b = (0u64..)
-        .map(|n| format!("plain:b{n}"))
-        .find(|k| shard_of(k.as_bytes(), shards) != shard_of(a.as_bytes(), shards))
-        .expect("a key in another shard");
+    let b = key_in_another_shard("plain:b", &a, shards);
     let crossslot = Reply::Error(CROSSSLOT.as_bytes().to_vec());
     assert_eq!(c.cmd(&["MULTI"]), ok());
     assert_eq!(c.cmd(&["SET", &a, "1"]), queued());
@@ -412,10 +417,7 @@ fn multi_key_commands_that_must_run_whole_are_refused_across_shards_unless_hash_
     let shards = cluster.shards();
     let mut c = cluster.proxy(0);
     let a = "cross:a".to_string();
-    let b = (0u64..)
-        .map(|n| format!("cross:b{n}"))
-        .find(|k| shard_of(k.as_bytes(), shards) != shard_of(a.as_bytes(), shards))
-        .expect("a key in another shard");
+    let b = key_in_another_shard("cross:b", &a, shards);
     let crossslot = Reply::Error(CROSSSLOT.as_bytes().to_vec());
 
     // Byte-exact, as Redis Cluster sends it.
@@ -473,10 +475,7 @@ fn multi_key_commands_that_must_run_whole_are_refused_across_shards_unless_hash_
     );
     // Same-slot checks look at the tag, not at the key: a tagged key and an untagged one in
     // another shard are still refused.
-    let untagged = (0u64..)
-        .map(|n| format!("plain{n}"))
-        .find(|k| shard_of(k.as_bytes(), shards) != shard_of(ta.as_bytes(), shards))
-        .expect("a key in another shard");
+    let untagged = key_in_another_shard("plain", ta, shards);
     assert_eq!(c.cmd(&["RENAME", ta, &untagged]), crossslot);
 }
 

@@ -9,7 +9,6 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use ringkv_common::command::flag;
 use ringkv_common::command::CommandSpec;
 use ringkv_common::resp::Reply;
 use ringkv_common::transaction::{Queued, Seen};
@@ -159,22 +158,10 @@ impl Backend {
         watched: Vec<(Bytes, Seen)>,
         queued: Vec<Queued>,
     ) -> Result<Executed, Reply> {
-        let storage = match self {
-            Backend::Remote(cluster) => return cluster.exec(&watched, &queued).await,
-            Backend::Local(storage) => storage,
-        };
-        if !(storage.writes_may_block() && queued.iter().any(|q| q.spec.has(flag::WRITE))) {
-            return storage.exec(Scope::All, &watched, &queued);
+        match self {
+            Backend::Remote(cluster) => cluster.exec(&watched, &queued).await,
+            Backend::Local(storage) => storage.exec_from_loop(Scope::All, watched, queued).await,
         }
-        // It runs on another thread: this one's pending writes go first.
-        storage.end_turn();
-        let storage = Arc::clone(storage);
-        tokio::task::spawn_blocking(move || storage.exec(Scope::All, &watched, &queued))
-            .await
-            .unwrap_or_else(|err| {
-                tracing::error!(%err, "storage engine failed");
-                Err(INTERNAL)
-            })
     }
 
     /// Why `spec` cannot be queued in a transaction here, if it cannot: through a cluster,

@@ -265,19 +265,26 @@ impl Storage {
     /// to another shard (a proxy routing by a different shard count or hash); the error is
     /// the reply [`Storage::execute_in`] gives.
     pub fn in_scope(&self, shard: u32, spec: &CommandSpec, args: &[Bytes]) -> Result<(), Reply> {
+        self.keys_in_scope(shard, spec.key_indexes(args.len()).map(|i| &args[i]))
+    }
+
+    /// [`Storage::in_scope`] for keys given one by one (a transaction's watched keys).
+    pub(crate) fn keys_in_scope<'k>(
+        &self,
+        shard: u32,
+        mut keys: impl Iterator<Item = &'k Bytes>,
+    ) -> Result<(), Reply> {
         if !self.engine.hosts(shard) {
             return Err(Reply::error_owned(format!(
                 "ERR shard {shard} is not hosted here"
             )));
         }
-        for i in spec.key_indexes(args.len()) {
-            if self.shard(&args[i]) != shard {
-                return Err(Reply::error_owned(format!(
-                    "ERR a key of this request does not belong to shard {shard}"
-                )));
-            }
+        match keys.find(|key| self.shard(key) != shard) {
+            Some(_) => Err(Reply::error_owned(format!(
+                "ERR a key of this request does not belong to shard {shard}"
+            ))),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Whether running `spec` may wait for a disk sync (`--fsync always` and a write): the

@@ -20,10 +20,11 @@
 //! then a DEL of a key that did not exist) does not abort it, where Redis would.
 
 use std::sync::atomic::{fence, AtomicU64, Ordering::Acquire, Ordering::SeqCst};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use ringkv_common::clock::now_ms;
-use ringkv_common::command::{Cmd, CommandSpec};
+use ringkv_common::command::{flag, Cmd, CommandSpec};
 use ringkv_common::resp::Reply;
 use ringkv_common::transaction::{Queued, Seen};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
@@ -76,6 +77,28 @@ impl Storage {
             .locks
             .hold_for_read(spec.key_indexes(args.len()).map(|i| &args[i][..]));
         self.run_command(scope, shard, spec, args)
+    }
+
+    /// [`Storage::exec`] as an event loop calls it: inline, or, when its writes may wait for
+    /// a disk sync (`--fsync always`), on a blocking thread after this loop's pending writes,
+    /// as a single write runs, so that concurrent writers share one sync.
+    pub async fn exec_from_loop(
+        self: &Arc<Self>,
+        scope: Scope,
+        watched: Vec<(Bytes, Seen)>,
+        queued: Vec<Queued>,
+    ) -> Result<Executed, Reply> {
+        if !(self.writes_may_block() && queued.iter().any(|q| q.spec.has(flag::WRITE))) {
+            return self.exec(scope, &watched, &queued);
+        }
+        self.end_turn();
+        let storage = Arc::clone(self);
+        tokio::task::spawn_blocking(move || storage.exec(scope, &watched, &queued))
+            .await
+            .unwrap_or_else(|err| {
+                tracing::error!(%err, "storage engine failed");
+                Err(Reply::error("ERR internal error in the storage engine"))
+            })
     }
 
     /// WATCH: what `key` holds now, to compare at EXEC. With [`Scope::Shard`] the key must
@@ -147,26 +170,6 @@ impl Storage {
             .read_live(self.shard(key), key, now_ms(), |expire_at, payload| {
                 xxh3_128_with_seed(payload, expire_at as u64)
             })
-    }
-
-    /// Refuses keys outside shard `shard` (or a shard not hosted here), as
-    /// [`Storage::in_scope`] refuses a command's.
-    fn keys_in_scope<'k>(
-        &self,
-        shard: u32,
-        mut keys: impl Iterator<Item = &'k Bytes>,
-    ) -> Result<(), Reply> {
-        if !self.engine.hosts(shard) {
-            return Err(Reply::error_owned(format!(
-                "ERR shard {shard} is not hosted here"
-            )));
-        }
-        match keys.find(|key| self.shard(key) != shard) {
-            Some(_) => Err(Reply::error_owned(format!(
-                "ERR a key of this request does not belong to shard {shard}"
-            ))),
-            None => Ok(()),
-        }
     }
 }
 

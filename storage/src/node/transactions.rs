@@ -3,8 +3,6 @@
 //! [`ringkv_common::transaction`]). The proxy queues MULTI's commands and sends them here
 //! whole at EXEC, once it knows every key is in one shard.
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use ringkv_common::command::{self, flag};
 use ringkv_common::internal::Envelope;
@@ -49,20 +47,7 @@ pub(super) async fn run(
     };
     ctx.commands.add(queued.len() as u64);
     let writes = queued.iter().any(|q| q.spec.has(flag::WRITE));
-    let executed = if writes && ctx.storage.writes_may_block() {
-        // As for one write (`run_scoped`): waiting for the sync off the event loop.
-        ctx.storage.end_turn();
-        let storage = Arc::clone(&ctx.storage);
-        tokio::task::spawn_blocking(move || storage.exec(scope, &watched, &queued))
-            .await
-            .unwrap_or_else(|err| {
-                tracing::error!(%err, "storage engine failed");
-                Err(Reply::error("ERR internal error in the storage engine"))
-            })
-    } else {
-        ctx.storage.exec(scope, &watched, &queued)
-    };
-    match executed {
+    match ctx.storage.exec_from_loop(scope, watched, queued).await {
         Ok(Executed::Ran(replies)) => (Reply::Array(replies), writes),
         Ok(Executed::Aborted) => (Reply::NilArray, false),
         Err(reply) => (reply, false),

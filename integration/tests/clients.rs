@@ -465,6 +465,71 @@ async fn other_clients_never_see_part_of_a_transaction() {
     }
 }
 
+/// MGET reads its keys at one point in time, as Redis's does: a reader never sees one key
+/// from before a write and another from after it, whether the writes are one MSET or two
+/// SETs one after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mget_reads_its_keys_at_one_point_in_time() {
+    let server = Server::ringkv(&[]);
+    const WRITES: u64 = 20_000;
+    let writers_done = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    // Two writers set both keys of a pair to the same number with one MSET…
+    for writer in 0..2u64 {
+        let mut con = connect(&server).await;
+        writers.push(tokio::spawn(async move {
+            for i in 0..WRITES {
+                let n = i * 2 + writer;
+                let () = con
+                    .mset(&[("pair:a", n), ("pair:b", n)])
+                    .await
+                    .expect("MSET");
+            }
+        }));
+    }
+    // …and one writes a record and then its flag, each acknowledged before the next.
+    let mut con = connect(&server).await;
+    writers.push(tokio::spawn(async move {
+        for i in 0..WRITES {
+            let () = con.set("order:data", i).await.expect("SET data");
+            let () = con.set("order:flag", i).await.expect("SET flag");
+        }
+    }));
+    // Two readers, one on each event loop, must never read the pair different, nor a flag
+    // newer than its record.
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let mut con = connect(&server).await;
+        let done = Arc::clone(&writers_done);
+        readers.push(tokio::spawn(async move {
+            let mut reads = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let (a, b): (Option<u64>, Option<u64>) =
+                    con.mget(&["pair:a", "pair:b"]).await.expect("MGET pair");
+                assert_eq!(a, b, "MGET saw one key before an MSET and one after it");
+                let (data, flag): (Option<u64>, Option<u64>) = con
+                    .mget(&["order:data", "order:flag"])
+                    .await
+                    .expect("MGET record and flag");
+                assert!(
+                    flag <= data,
+                    "MGET saw a flag ({flag:?}) newer than the record written before it ({data:?})"
+                );
+                reads += 1;
+            }
+            reads
+        }));
+    }
+    for writer in writers {
+        writer.await.expect("writer task");
+    }
+    writers_done.store(true, Ordering::Relaxed);
+    for reader in readers {
+        let reads = reader.await.expect("reader task");
+        assert!(reads > 0, "a reader never read");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expire_ttl_and_persist_lifecycle() {
     let server = Server::ringkv(&[]);

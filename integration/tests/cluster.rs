@@ -411,6 +411,58 @@ fn transactions_run_whole_at_the_node_of_their_one_shard() {
     assert_eq!(c.cmd(&["GET", ta]), bulk("mine"));
 }
 
+/// A node reads the keys of its part of an MGET at one point in time, as one Redis server
+/// does: here both keys are on one node but in two shards, so the proxy sends the MSETs and
+/// MGETs as one `SHARDS` part, and no MGET may see one key from before an MSET and the other
+/// from after it.
+#[test]
+fn a_node_reads_its_part_of_an_mget_at_one_point_in_time() {
+    let cluster = Cluster::builder().nodes(1).proxies(1).shards(16).start();
+    let a = "pair:a".to_string();
+    let b = key_in_another_shard("pair:b", &a, cluster.shards());
+    const WRITES: u64 = 5_000;
+    let rt = runtime();
+    rt.block_on(async {
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for writer in 0..2u64 {
+            let mut con = connect_url(&cluster.proxy_url(0)).await;
+            let (a, b) = (a.clone(), b.clone());
+            writers.push(tokio::spawn(async move {
+                for i in 0..WRITES {
+                    let n = i * 2 + writer;
+                    let () = con.mset(&[(&a, n), (&b, n)]).await.expect("MSET");
+                }
+            }));
+        }
+        let mut readers = Vec::new();
+        for _ in 0..2 {
+            let mut con = connect_url(&cluster.proxy_url(0)).await;
+            let (a, b, done) = (a.clone(), b.clone(), Arc::clone(&done));
+            readers.push(tokio::spawn(async move {
+                let mut reads = 0u64;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let (x, y): (Option<u64>, Option<u64>) =
+                        con.mget(&[&a, &b]).await.expect("MGET");
+                    assert_eq!(x, y, "MGET saw one key before an MSET and one after it");
+                    reads += 1;
+                }
+                reads
+            }));
+        }
+        for writer in writers {
+            writer.await.expect("writer task");
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        for reader in readers {
+            assert!(
+                reader.await.expect("reader task") > 0,
+                "a reader never read"
+            );
+        }
+    });
+}
+
 #[test]
 fn multi_key_commands_that_must_run_whole_are_refused_across_shards_unless_hash_tagged() {
     let cluster = Cluster::builder().nodes(2).proxies(1).shards(16).start();

@@ -2,7 +2,9 @@
 //!
 //! Every write takes its key's stripe, so a read-modify-write (INCR, APPEND, SET NX…) and any
 //! other write to the same key never interleave: no lost update, whatever the number of
-//! clients. Reads take no lock (a RocksDB read sees one whole record). A fixed stripe count
+//! clients. A read of one key takes no lock (a RocksDB read sees one whole record); a read of
+//! several (MGET, EXISTS of several, LCS) holds their stripes exclusively while it reads, so
+//! that no write, blind or not, lands between two of its reads. A fixed stripe count
 //! bounds memory whatever the number of keys; multi-key writes lock their stripes in index
 //! order so two of them can never deadlock.
 //!
@@ -212,13 +214,18 @@ impl KeyLocks {
         TransactionLocks { _held: held }
     }
 
-    /// Takes the stripes of `keys` shared, waiting in stripe order, until the result drops:
-    /// a read that must not see a transaction in the middle (see `transaction`). The caller
-    /// holds no other stripe.
-    pub fn hold_for_read<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> ReadHold<'_> {
+    /// Takes the stripes of `keys` in `mode`, waiting in stripe order, until the result
+    /// drops: a read that must see its keys at one point in time (exclusively, against blind
+    /// writes too) or not see a transaction in the middle (shared; see `transaction`). The
+    /// caller holds no other stripe.
+    pub fn hold_for_read<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k [u8]>,
+        mode: Mode,
+    ) -> ReadHold<'_> {
         ReadHold {
             locks: self,
-            taken: self.take(&Stripes::of(keys), Mode::Shared),
+            taken: self.take(&Stripes::of(keys), mode),
         }
     }
 

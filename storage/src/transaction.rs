@@ -9,10 +9,11 @@
 //! their own (`KeyLocks::lock_for_transaction`). Their writes reach the log with the batch
 //! that answers EXEC (see `Storage::end_batch`), in one write to the OS.
 //!
-//! Reads take no lock, so a transaction counts itself as running from its first write to its
-//! last, and a read that overlaps one runs again holding its keys' stripes shared, after the
-//! EXEC that holds them (`Storage::run_read`): no client sees some of a transaction's writes
-//! and not the others, as in Redis.
+//! A read of several keys holds their stripes, so it waits for an EXEC that holds any of them.
+//! A read of one key takes no lock, so a transaction counts itself as running from its first
+//! write to its last, and a read that overlaps one runs again holding its key's stripe shared,
+//! after the EXEC that holds it (`Storage::run_read`): no client sees some of a transaction's
+//! writes and not the others, as in Redis.
 //!
 //! WATCH keeps a digest of the key's value and expiry (xxh3-128), not a version: a version
 //! would cost every write an update, watched or not. EXEC runs if each watched key still
@@ -30,6 +31,7 @@ use ringkv_common::transaction::{Queued, Seen};
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
 use crate::engine::EngineError;
+use crate::locks::Mode;
 use crate::{storage_error, Scope, Storage};
 
 /// What EXEC did.
@@ -51,12 +53,17 @@ pub(crate) struct Running {
 }
 
 impl Storage {
-    /// Runs a read-only command (`execute_in` checked its scope) so that it never sees a
-    /// transaction in the middle, as no Redis client does: EXEC applies its commands' writes
-    /// one after another. A read takes no lock when no EXEC was running as it began and none
-    /// began before it ended (two loads before and one after, on a line only EXEC writes);
-    /// otherwise it runs again holding its keys' stripes shared, which waits for an EXEC that
-    /// holds them. (A read run twice counts its keyspace hits twice.)
+    /// Runs a read-only command (`execute_in` checked its scope) so that it reads its keys at
+    /// one point in time, as Redis does.
+    ///
+    /// A read of several keys (MGET, EXISTS of several, LCS) holds their stripes exclusively
+    /// while it reads: writes take their keys' stripes (blind writes shared, until their loop's
+    /// turn is applied), so no write of its keys lands between two of its reads, a
+    /// transaction's included. A read of one key sees one whole record, so it takes no lock
+    /// when no EXEC was running as it began and none began before it ended (two loads before
+    /// and one after, on a line only EXEC writes, whose commands' writes are applied one after
+    /// another); otherwise it runs again holding its key's stripe shared, which waits for an
+    /// EXEC that holds it. (A read run twice counts its keyspace hits twice.)
     pub(crate) fn run_read(
         &self,
         scope: Scope,
@@ -64,6 +71,11 @@ impl Storage {
         spec: &'static CommandSpec,
         args: &[Bytes],
     ) -> Reply {
+        let keys = || spec.key_indexes(args.len()).map(|i| &args[i][..]);
+        if keys().nth(1).is_some() {
+            let _held = self.locks.hold_for_read(keys(), Mode::Exclusive);
+            return self.run_command(scope, shard, spec, args);
+        }
         let begun = self.running.begun.load(SeqCst);
         if begun == self.running.ended.load(SeqCst) {
             let reply = self.run_command(scope, shard, spec, args);
@@ -73,9 +85,7 @@ impl Storage {
                 return reply;
             }
         }
-        let _held = self
-            .locks
-            .hold_for_read(spec.key_indexes(args.len()).map(|i| &args[i][..]));
+        let _held = self.locks.hold_for_read(keys(), Mode::Shared);
         self.run_command(scope, shard, spec, args)
     }
 

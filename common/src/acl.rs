@@ -337,6 +337,11 @@ impl Acl {
         })
     }
 
+    /// Whether a user of this name exists (CLIENT KILL USER refuses an unknown one).
+    pub fn has_user(&self, name: &[u8]) -> bool {
+        std::str::from_utf8(name).is_ok_and(|name| self.users.contains_key(name))
+    }
+
     /// The user a new connection starts as: `default` when it needs no password.
     pub fn initial_user(&self) -> Option<Arc<User>> {
         self.users.get("default").filter(|u| u.is_open()).cloned()

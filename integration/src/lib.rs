@@ -926,6 +926,13 @@ impl RespClient {
         })
     }
 
+    /// This end's address: what the server shows as the client's `addr`.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.stream
+            .local_addr()
+            .unwrap_or_else(|e| panic!("the client socket has no local address: {e}"))
+    }
+
     /// The protocol replies are decoded with.
     pub fn protocol(&self) -> Protocol {
         self.protocol

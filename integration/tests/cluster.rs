@@ -1023,6 +1023,23 @@ fn info_on_a_proxy_describes_the_cluster_and_sums_the_nodes_figures() {
     );
     assert_eq!(field("db0"), "keys=41,expires=1,avg_ttl=0");
     assert!(field("connected_clients").parse::<u64>().expect("a number") >= 1);
+
+    // CLIENT LIST on a proxy lists its clients, with the last command each sent to a node.
+    let mut other = cluster.proxy(0);
+    assert_eq!(other.cmd(&["SET", "listed", "v"]), ok());
+    let listing = String::from_utf8(
+        client
+            .cmd(&["CLIENT", "LIST"])
+            .as_bytes()
+            .expect("CLIENT LIST is a bulk string")
+            .to_vec(),
+    )
+    .expect("CLIENT LIST is text");
+    let commands: Vec<&str> = listing
+        .lines()
+        .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("cmd=")))
+        .collect();
+    assert_eq!(commands, ["client|list", "set"], "{listing}");
 }
 
 #[test]

@@ -152,6 +152,8 @@ pub async fn serve(stream: TcpStream, ctx: Arc<ServerContext>, mut shutdown: Shu
             return;
         }
     };
+    let registered = ctx.clients.register(&conn.session);
+    conn.session.listed = Some(Arc::clone(registered.listed()));
     if let Some(tls) = &ctx.settings.tls {
         if let Err(err) = conn.start_tls(tls).await {
             tracing::debug!(peer = %conn.session.peer, %err, "TLS handshake failed");
@@ -231,6 +233,14 @@ impl Connection {
     async fn run(&mut self, ctx: &ServerContext, shutdown: &mut Shutdown) -> io::Result<()> {
         // Replies of a batch in request order; empty between batches, kept for the next.
         let mut in_flight = Vec::new();
+        let listed = self.session.listed.clone();
+        let killed = async {
+            match &listed {
+                Some(listed) => listed.killed().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(killed);
         loop {
             if self.input.capacity() - self.input.len() < MIN_READ_ROOM {
                 self.input.reserve(READ_CHUNK);
@@ -239,6 +249,10 @@ impl Connection {
             let read = tokio::select! {
                 biased;
                 () = shutdown.recv() => return Ok(()),
+                () = &mut killed => {
+                    tracing::debug!(peer = %self.session.peer, "closing a client CLIENT KILL named");
+                    return Ok(());
+                }
                 read = self.stream.read_buf(&mut self.input) => read?,
                 () = idle_for(idle) => {
                     tracing::debug!(peer = %self.session.peer, idle, "closing an idle client");
@@ -250,6 +264,9 @@ impl Connection {
             }
             self.counts.input_bytes += read as u64;
             let next = self.run_batch(ctx, &mut in_flight).await?;
+            if let Some(listed) = &listed {
+                listed.touch(self.session.last_command);
+            }
             self.flush(ctx).await?;
             if matches!(next, Next::Close) || shutdown.is_shutdown() {
                 return Ok(());
@@ -303,6 +320,7 @@ impl Connection {
                 }
                 Ok(Parsed::Request) if concurrent => match command::resolve(&self.args) {
                     Ok(spec) if spec.route != Route::Local => {
+                        self.session.last_command = Some(spec);
                         if let Err(reply) = authorize(&self.session, spec, &self.args) {
                             ctx.stats.commands.reject(spec);
                             self.args.clear();
@@ -355,6 +373,7 @@ impl Connection {
                         let named = command::named(&self.args).ok();
                         if let Some(spec) = named {
                             ctx.stats.commands.reject(spec);
+                            self.session.last_command = Some(spec);
                         }
                         let reply = cmd::transaction::refused(&mut self.session, named, reply);
                         self.args.clear();
@@ -365,6 +384,7 @@ impl Connection {
                     if ctx.backend.coalesces_writes()
                         && self.gathering.absorb(&mut self.args, &self.session) =>
                 {
+                    self.session.last_command = self.gathering.specs.last().copied();
                     self.args.clear()
                 }
                 Ok(Parsed::Request) => {
@@ -480,6 +500,9 @@ impl Connection {
         if named.is_some_and(|spec| cmd::transaction::runs_at_once(spec.cmd)) {
             return self.run_one(ctx).await;
         }
+        if named.is_some() {
+            self.session.last_command = named;
+        }
         let refusal = match command::resolve(&self.args) {
             Ok(spec) => match authorize(&self.session, spec, &self.args)
                 .err()
@@ -495,6 +518,7 @@ impl Connection {
                         }
                         None => Ok(()),
                     };
+                    self.session.publish();
                     self.push(ctx, pushed.as_ref().err().unwrap_or(&QUEUED));
                     return Ok(None);
                 }

@@ -12,6 +12,7 @@ use ringkv_common::resp::RequestLimits;
 use ringkv_storage::Fsync;
 
 use crate::backend::Backend;
+use crate::clients::Clients;
 use crate::config::{ClientLimits, Config};
 use crate::stats::Stats;
 use crate::tls::Tls;
@@ -85,6 +86,8 @@ pub struct ServerContext {
     pub settings: Settings,
     /// Counters for INFO.
     pub stats: Stats,
+    /// The connected clients (CLIENT LIST, CLIENT KILL).
+    pub clients: Clients,
     /// Where data commands go.
     pub backend: Backend,
     /// Protocol limits for requests.
@@ -115,6 +118,7 @@ impl ServerContext {
         ServerContext {
             settings,
             stats: Stats::default(),
+            clients: Clients::default(),
             backend,
             limits,
             started: Instant::now(),

@@ -57,11 +57,13 @@ pub async fn dispatch(session: &mut Session, ctx: &ServerContext, args: &[Bytes]
             let named = command::named(args).ok();
             if let Some(spec) = named {
                 ctx.stats.commands.reject(spec);
+                session.last_command = Some(spec);
             }
             let reply = cmd::transaction::refused(session, named, reply);
             return Outcome::refused(reply);
         }
     };
+    session.last_command = Some(spec);
     if let Err(reply) = authorize(session, spec, args) {
         ctx.stats.commands.reject(spec);
         let reply = cmd::transaction::refused(session, Some(spec), reply);
@@ -71,6 +73,7 @@ pub async fn dispatch(session: &mut Session, ctx: &ServerContext, args: &[Bytes]
     if spec.cmd == Cmd::Exec {
         // Not in `cmd::run`: EXEC runs queued `Local` commands through it.
         let exec = cmd::transaction::exec(session, ctx).await;
+        session.publish();
         ctx.stats
             .record_command(spec, exec.reply.is_error(), started.elapsed());
         return Outcome {
@@ -84,7 +87,13 @@ pub async fn dispatch(session: &mut Session, ctx: &ServerContext, args: &[Bytes]
         };
     }
     let reply = match spec.route {
-        Route::Local => cmd::run(spec, args, session, ctx).await,
+        Route::Local => {
+            let reply = cmd::run(spec, args, session, ctx).await;
+            if cmd::changes_description(spec.cmd) {
+                session.publish();
+            }
+            reply
+        }
         Route::SingleShard | Route::MultiKey | Route::AllShards => {
             ctx.backend.execute(spec, args).await
         }

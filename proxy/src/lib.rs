@@ -9,6 +9,7 @@
 //! - [`connection`]: one task per client: reads a batch of pipelined requests, runs them in
 //!   order, writes all their replies at once.
 //! - [`session`]: per-connection state (protocol version, client id and name).
+//! - [`clients`]: every connected client as other connections see it (CLIENT LIST, KILL).
 //! - [`dispatch`]: looks a request up in the command table and routes it.
 //! - [`cmd`]: the commands the proxy answers itself (PING, HELLO, CLIENT, COMMAND, CONFIG,
 //!   INFO, TIME…).
@@ -26,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod clients;
 pub mod cluster;
 pub mod cmd;
 pub mod command_stats;

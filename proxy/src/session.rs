@@ -1,7 +1,8 @@
 //! Per-connection state: what HELLO, CLIENT and SELECT change, what CLIENT INFO shows, and the
 //! transaction MULTI and WATCH start.
 //!
-//! A session belongs to its connection's task alone, so none of it is shared or locked.
+//! A session belongs to its connection's task alone, so none of it is shared or locked; what
+//! CLIENT LIST shows of it to other connections is published to its [`Listed`] entry.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,8 +11,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use ringkv_common::acl::User;
+use ringkv_common::command::CommandSpec;
 use ringkv_common::resp::{Protocol, Reply};
 use ringkv_common::transaction::{Queued, Seen};
+
+use crate::clients::Listed;
 
 /// The next client id. Ids are never reused within a process, as Redis's, so CLIENT ID is a
 /// safe handle for a connection.
@@ -48,6 +52,11 @@ pub struct Session {
     pub transaction: Option<Transaction>,
     /// WATCH's keys and what each held then, until EXEC, DISCARD, UNWATCH or RESET.
     pub watched: Vec<(Bytes, Seen)>,
+    /// The last command the client sent (CLIENT INFO's and CLIENT LIST's `cmd`).
+    pub last_command: Option<&'static CommandSpec>,
+    /// This client in the server's registry (CLIENT LIST, CLIENT KILL); `None` for a session
+    /// that is not a connection's.
+    pub listed: Option<Arc<Listed>>,
 }
 
 /// A transaction being queued: what EXEC will run.
@@ -121,6 +130,16 @@ impl Session {
             user: None,
             transaction: None,
             watched: Vec::new(),
+            last_command: None,
+            listed: None,
+        }
+    }
+
+    /// Shows other connections (CLIENT LIST) what this session is now: call after a command
+    /// that changed its name, library, user, protocol or transaction.
+    pub fn publish(&self) {
+        if let Some(listed) = &self.listed {
+            listed.publish(self);
         }
     }
 

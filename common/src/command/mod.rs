@@ -29,6 +29,8 @@ pub enum Cmd {
     ClientId,
     ClientSetinfo,
     ClientInfo,
+    ClientList,
+    ClientKill,
     ClientHelp,
     Command,
     CommandCount,

@@ -346,12 +346,14 @@ const fn all_shards(
 const CONN: u32 = NOSCRIPT | LOADING | STALE | FAST | ALLOW_BUSY;
 
 #[rustfmt::skip]
-static CLIENT_SUBCOMMANDS: [CommandSpec; 6] = [
+static CLIENT_SUBCOMMANDS: [CommandSpec; 8] = [
     local(Cmd::ClientSetname, "client|setname", 3, NOSCRIPT | LOADING | STALE, "connection", "2.6.9", "Sets the connection name.", "connection-name"),
     local(Cmd::ClientGetname, "client|getname", 2, NOSCRIPT | LOADING | STALE, "connection", "2.6.9", "Returns the name of the connection.", ""),
     local(Cmd::ClientId, "client|id", 2, NOSCRIPT | LOADING | STALE, "connection", "5.0.0", "Returns the unique client ID of the connection.", ""),
     local(Cmd::ClientSetinfo, "client|setinfo", 4, NOSCRIPT | LOADING | STALE, "connection", "7.2.0", "Sets information specific to the client or connection.", "LIB-NAME libname | LIB-VER libver"),
     local(Cmd::ClientInfo, "client|info", 2, NOSCRIPT | LOADING | STALE, "connection", "6.2.0", "Returns information about the connection.", ""),
+    local(Cmd::ClientList, "client|list", -2, ADMIN | NOSCRIPT | LOADING | STALE, "connection", "2.4.0", "Lists open connections.", "[TYPE <NORMAL | MASTER | REPLICA | PUBSUB>] [ID client-id [client-id ...]]"),
+    local(Cmd::ClientKill, "client|kill", -3, ADMIN | NOSCRIPT | LOADING | STALE, "connection", "2.4.0", "Terminates open connections.", "<ip:port | <[ID client-id] | [TYPE <NORMAL | MASTER | SLAVE | REPLICA | PUBSUB>] | [USER username] | [ADDR ip:port] | [LADDR ip:port] | [SKIPME <YES | NO>]> [[ID client-id] | [TYPE <NORMAL | MASTER | SLAVE | REPLICA | PUBSUB>] | [USER username] | [ADDR ip:port] | [LADDR ip:port] | [SKIPME <YES | NO>] ...]>"),
     local(Cmd::ClientHelp, "client|help", 2, LOADING | STALE, "connection", "5.0.0", "Returns helpful text about the different subcommands.", ""),
 ];
 

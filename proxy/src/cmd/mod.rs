@@ -49,6 +49,8 @@ pub async fn run(
         Cmd::ClientId => Reply::Int(session.id as i64),
         Cmd::ClientSetinfo => client::setinfo(&args[2], &args[3], session),
         Cmd::ClientInfo => Reply::Verbatim(client::info_line(session).into()),
+        Cmd::ClientList => client::list(&args[2..], session, ctx),
+        Cmd::ClientKill => client::kill(&args[2..], session, ctx),
         Cmd::ClientHelp => client::help(&args[0]),
         Cmd::Command => command::all_info(),
         Cmd::CommandCount => command::count(),
@@ -78,6 +80,23 @@ pub async fn run(
             spec.name
         )),
     }
+}
+
+/// Whether running `cmd` may change what CLIENT LIST shows of the session (its name,
+/// library, user, protocol or transaction): the session then publishes itself again.
+pub fn changes_description(cmd: Cmd) -> bool {
+    matches!(
+        cmd,
+        Cmd::Hello
+            | Cmd::Auth
+            | Cmd::Reset
+            | Cmd::Select
+            | Cmd::Multi
+            | Cmd::Exec
+            | Cmd::Discard
+            | Cmd::ClientSetname
+            | Cmd::ClientSetinfo
+    )
 }
 
 /// A HELP reply in Redis's shape: a title naming the container as the client typed it (upper

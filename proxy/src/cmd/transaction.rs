@@ -29,7 +29,9 @@ pub fn runs_at_once(cmd: Cmd) -> bool {
 /// why; any other refusal inside MULTI makes EXEC answer EXECABORT.
 pub fn refused(session: &mut Session, spec: Option<&CommandSpec>, reply: Reply) -> Reply {
     if spec.is_some_and(|spec| spec.cmd == Cmd::Exec) {
-        session.transaction = None;
+        if session.transaction.take().is_some() {
+            session.publish();
+        }
         session.watched.clear();
         let Reply::Error(text) = &reply else {
             return reply;

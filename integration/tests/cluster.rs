@@ -1040,6 +1040,20 @@ fn info_on_a_proxy_describes_the_cluster_and_sums_the_nodes_figures() {
         .filter_map(|line| line.split(' ').find_map(|f| f.strip_prefix("cmd=")))
         .collect();
     assert_eq!(commands, ["client|list", "set"], "{listing}");
+
+    // The proxy's slow log holds what its clients sent to the nodes.
+    assert_eq!(
+        client.cmd(&["CONFIG", "SET", "slowlog-log-slower-than", "0"]),
+        ok()
+    );
+    assert_eq!(other.cmd(&["GET", "listed"]), bulk("v"));
+    let newest = client.cmd(&["SLOWLOG", "GET", "1"]);
+    let entry = newest
+        .as_array()
+        .and_then(|entries| entries.first())
+        .and_then(Reply::as_array)
+        .unwrap_or_else(|| panic!("no slow log entry: {newest:?}"));
+    assert_eq!(entry[3], Reply::Array(vec![bulk("GET"), bulk("listed")]));
 }
 
 #[test]

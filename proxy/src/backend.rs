@@ -100,7 +100,8 @@ impl Backend {
     }
 
     /// Runs the requests a connection gathered (see `WriteGroup`) and pushes their replies
-    /// in order; the group is left empty, and its writes may wait for the end of the loop's
+    /// in order; the group keeps its requests until the caller clears it (the slow log reads
+    /// them), and its writes may wait for the end of the loop's
     /// turn (`deferred` says so, for [`Backend::end_batch`]). Only the local engine gathers;
     /// like [`Backend::execute`], it moves to a blocking thread when writes may wait for a
     /// sync.
@@ -131,8 +132,8 @@ impl Backend {
         })
         .await;
         match ran {
-            Ok((emptied, ran_replies)) => {
-                *group = emptied;
+            Ok((ran_group, ran_replies)) => {
+                *group = ran_group;
                 replies.extend(ran_replies);
             }
             Err(err) => {

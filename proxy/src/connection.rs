@@ -414,8 +414,9 @@ impl Connection {
         if in_flight.is_empty() {
             return;
         }
-        let (backend, stats) = (&ctx.backend, &ctx.stats);
+        let (backend, stats, slowlog) = (&ctx.backend, &ctx.stats, &ctx.slowlog);
         let spare_args = &mut self.spare_args;
+        let session = &self.session;
         poll_fn(|cx| {
             let mut done = true;
             // One clock read, and one lookup of this thread's counts, for every reply this
@@ -436,6 +437,7 @@ impl Connection {
                             let took = now.get_or_insert_with(Instant::now).duration_since(at);
                             let local = local.get_or_insert_with(|| stats.commands.local());
                             stats.record_command_with(local, spec, reply.is_error(), took);
+                            slowlog.note(spec, args, took, session);
                             keep_spare(spare_args, std::mem::take(args));
                             *slot = InFlight::Done(reply);
                         }
@@ -551,6 +553,12 @@ impl Connection {
         let took = started.elapsed();
         self.counts.commands += replies.len() as u64;
         ctx.stats.record_group(specs, replies, took);
+        if ctx.slowlog.is_slow(took) {
+            for (spec, args) in specs.iter().zip(group.requests()) {
+                ctx.slowlog.note_named(spec, args, took, &self.session);
+            }
+        }
+        group.clear();
         specs.clear();
         for reply in replies.drain(..) {
             if reply.is_error() {

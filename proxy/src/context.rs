@@ -14,6 +14,7 @@ use ringkv_storage::Fsync;
 use crate::backend::Backend;
 use crate::clients::Clients;
 use crate::config::{ClientLimits, Config};
+use crate::slowlog::SlowLog;
 use crate::stats::Stats;
 use crate::tls::Tls;
 
@@ -88,6 +89,8 @@ pub struct ServerContext {
     pub stats: Stats,
     /// The connected clients (CLIENT LIST, CLIENT KILL).
     pub clients: Clients,
+    /// SLOWLOG's entries and settings.
+    pub slowlog: SlowLog,
     /// Where data commands go.
     pub backend: Backend,
     /// Protocol limits for requests.
@@ -119,6 +122,7 @@ impl ServerContext {
             settings,
             stats: Stats::default(),
             clients: Clients::default(),
+            slowlog: SlowLog::default(),
             backend,
             limits,
             started: Instant::now(),

@@ -98,8 +98,9 @@ pub async fn dispatch(session: &mut Session, ctx: &ServerContext, args: &[Bytes]
             ctx.backend.execute(spec, args).await
         }
     };
-    ctx.stats
-        .record_command(spec, reply.is_error(), started.elapsed());
+    let took = started.elapsed();
+    ctx.stats.record_command(spec, reply.is_error(), took);
+    ctx.slowlog.note(spec, args, took, session);
     let wrote = spec.route != Route::Local && spec.has(command::flag::WRITE) && !reply.is_error();
     Outcome {
         reply,

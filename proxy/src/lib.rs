@@ -21,6 +21,7 @@
 //! - [`context`]: what all connections share: settings, counters, backend.
 //! - [`stats`]: lock-free counters for INFO.
 //! - [`command_stats`]: INFO commandstats and errorstats, counted per thread.
+//! - [`slowlog`]: SLOWLOG, the last commands slower than `slowlog-log-slower-than`.
 //! - [`tls`]: TLS on the client port (rustls).
 //! - [`process`]: facts about this process for INFO (memory, CPU, OS).
 
@@ -40,5 +41,6 @@ pub mod process;
 pub mod server;
 pub mod session;
 pub mod shutdown;
+pub mod slowlog;
 pub mod stats;
 pub mod tls;

@@ -104,6 +104,11 @@ impl WriteGroup {
         self.ops.is_empty()
     }
 
+    /// Every request's arguments after its name, in order (for the slow log).
+    pub fn requests(&self) -> impl Iterator<Item = &[Bytes]> {
+        self.ops.iter().map(|op| &self.args[op.args.clone()])
+    }
+
     /// Forgets every request (their buffers are kept for the next group).
     pub fn clear(&mut self) {
         self.args.clear();
@@ -128,7 +133,8 @@ enum Pending {
 
 impl Storage {
     /// Runs a group's requests in order and pushes one reply per request onto `replies`, in
-    /// order; the group is left empty. On an event loop the group's writes then wait for the
+    /// order; the group keeps its requests (readable for the slow log) until the caller
+    /// clears it. On an event loop the group's writes then wait for the
     /// end of the loop's turn (see `turn`), and `deferred` notes that the batch must settle
     /// them before its replies leave ([`Storage::end_batch`]); otherwise they are applied at
     /// once. If the group cannot be written, every request is answered with its error, and
@@ -158,7 +164,6 @@ impl Storage {
             replies.truncate(first);
             replies.extend(group.ops.iter().map(|_| reply.clone()));
         }
-        group.clear();
     }
 
     fn run_group(

@@ -437,6 +437,12 @@ fn a_group_of_writes_and_increments_answers_as_the_requests_one_by_one() {
     }
     let mut replies = Vec::new();
     grouped.execute_group(&mut group, &mut replies, &mut Deferred::default());
+    assert_eq!(
+        group.requests().count(),
+        script.len(),
+        "the group keeps its requests until cleared"
+    );
+    group.clear();
     assert!(group.is_empty(), "the group is emptied for reuse");
     assert_eq!(replies, expected);
     assert!(replies.contains(&Reply::Int(42)), "{replies:?}");

@@ -54,6 +54,7 @@ fn run_rounds(
             group.push(spec, what, &mut args, 0, None);
         }
         st.execute_group(group, &mut replies, &mut Deferred::default());
+        group.clear();
     }
     (allocations() - before, replies)
 }

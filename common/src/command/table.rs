@@ -358,6 +358,14 @@ static CLIENT_SUBCOMMANDS: [CommandSpec; 8] = [
 ];
 
 #[rustfmt::skip]
+static SLOWLOG_SUBCOMMANDS: [CommandSpec; 4] = [
+    local(Cmd::SlowlogGet, "slowlog|get", -2, ADMIN | LOADING | STALE, "server", "2.2.12", "Returns the slow log's entries.", "[count]"),
+    local(Cmd::SlowlogLen, "slowlog|len", 2, ADMIN | LOADING | STALE, "server", "2.2.12", "Returns the number of entries in the slow log.", ""),
+    local(Cmd::SlowlogReset, "slowlog|reset", 2, ADMIN | LOADING | STALE, "server", "2.2.12", "Clears all entries from the slow log.", ""),
+    local(Cmd::SlowlogHelp, "slowlog|help", 2, LOADING | STALE, "server", "6.2.0", "Show helpful text about the different subcommands", ""),
+];
+
+#[rustfmt::skip]
 static COMMAND_SUBCOMMANDS: [CommandSpec; 6] = [
     local(Cmd::CommandCount, "command|count", 2, LOADING | STALE, "server", "2.8.13", "Returns a count of commands.", ""),
     local(Cmd::CommandInfo, "command|info", -2, LOADING | STALE, "server", "2.8.13", "Returns information about one, multiple or all commands.", "[command-name [command-name ...]]"),
@@ -464,6 +472,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     // Unlike CLIENT and CONFIG, COMMAND alone is a command (every INFO entry): arity -1.
     with_arity(container(Cmd::Command, "command", "server", "2.8.13", "Returns detailed information about all commands.", &COMMAND_SUBCOMMANDS), -1),
     container(Cmd::Config, "config", "server", "2.0.0", "A container for server configuration commands.", &CONFIG_SUBCOMMANDS),
+    container(Cmd::Slowlog, "slowlog", "server", "2.2.12", "A container for slow log commands.", &SLOWLOG_SUBCOMMANDS),
     local(Cmd::Info, "info", -1, LOADING | STALE, "server", "1.0.0", "Returns information and statistics about the server.", "[section [section ...]]"),
     local(Cmd::Time, "time", 1, LOADING | STALE | FAST, "server", "2.6.0", "Returns the server time.", ""),
     all_shards(Cmd::Dbsize, "dbsize", 1, READONLY | FAST, "server", "Returns the number of keys in the database.", ""),

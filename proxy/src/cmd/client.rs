@@ -5,7 +5,9 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 
 use bytes::Bytes;
+use ringkv_common::args::SYNTAX;
 use ringkv_common::command::CommandSpec;
+use ringkv_common::resp::request::parse_i64;
 use ringkv_common::resp::{Protocol, Reply};
 
 use super::connection::BAD_CLIENT_NAME;
@@ -13,9 +15,6 @@ use super::{help_reply, quoted};
 use crate::clients::{Described, Listed};
 use crate::context::ServerContext;
 use crate::session::{stored, valid_client_attr, Session};
-
-/// Redis's reply to options it cannot parse.
-const SYNTAX_ERROR: Reply = Reply::error("ERR syntax error");
 
 /// CLIENT SETNAME name: an empty name clears it.
 pub fn setname(name: &[u8], session: &mut Session) -> Reply {
@@ -143,18 +142,6 @@ fn unknown_type(name: &[u8]) -> Reply {
     Reply::error_owned(format!("ERR Unknown client type '{}'", quoted(name)))
 }
 
-/// An integer as Redis's `string2ll` reads it: an optional minus sign and digits, no spaces,
-/// no plus sign, no leading zeros.
-fn parse_i64(arg: &[u8]) -> Option<i64> {
-    let text = std::str::from_utf8(arg).ok()?;
-    let digits = text.strip_prefix('-').unwrap_or(text);
-    let canonical = !digits.is_empty()
-        && digits.bytes().all(|b| b.is_ascii_digit())
-        && (digits == "0" || !digits.starts_with('0'))
-        && text != "-0";
-    canonical.then(|| text.parse().ok()).flatten()
-}
-
 /// CLIENT LIST [TYPE type | ID id…], as Redis 7.0 parses it: one filter at most.
 pub fn list(args: &[Bytes], session: &Session, ctx: &ServerContext) -> Reply {
     let mut out = String::new();
@@ -185,7 +172,7 @@ pub fn list(args: &[Bytes], session: &Session, ctx: &ServerContext) -> Reply {
                 }
             }
         }
-        _ => return SYNTAX_ERROR,
+        _ => return SYNTAX,
     }
     Reply::Verbatim(out.into())
 }
@@ -270,7 +257,7 @@ fn kill_filter<'a>(args: &'a [Bytes], ctx: &ServerContext) -> Result<KillFilter<
     let mut pairs = args.chunks(2);
     for pair in pairs.by_ref() {
         let [option, value] = pair else {
-            return Err(SYNTAX_ERROR);
+            return Err(SYNTAX);
         };
         let is = |name: &str| option.eq_ignore_ascii_case(name.as_bytes());
         if is("id") {
@@ -298,10 +285,10 @@ fn kill_filter<'a>(args: &'a [Bytes], ctx: &ServerContext) -> Result<KillFilter<
             } else if value.eq_ignore_ascii_case(b"no") {
                 false
             } else {
-                return Err(SYNTAX_ERROR);
+                return Err(SYNTAX);
             };
         } else {
-            return Err(SYNTAX_ERROR);
+            return Err(SYNTAX);
         }
     }
     Ok(filter)
@@ -404,25 +391,6 @@ mod tests {
             line.ends_with(" resp=2 lib-name=redis-py lib-ver=5.0.1\n"),
             "{line}"
         );
-    }
-
-    #[test]
-    fn integers_are_read_as_redis_reads_them() {
-        for (text, want) in [
-            (&b"42"[..], Some(42)),
-            (b"-5", Some(-5)),
-            (b"0", Some(0)),
-            (b"007", None),
-            (b"+1", None),
-            (b"-0", None),
-            (b" 1", None),
-            (b"1a", None),
-            (b"", None),
-            (b"-", None),
-            (b"99999999999999999999", None),
-        ] {
-            assert_eq!(parse_i64(text), want, "{text:?}");
-        }
     }
 
     #[test]

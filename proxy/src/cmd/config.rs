@@ -1,10 +1,11 @@
 //! CONFIG GET / SET / RESETSTAT / HELP over a small table of the parameters clients and tools
-//! ask Redis for. Nothing can be changed at run time: CONFIG SET accepts only values equal to
-//! the current ones (so `CONFIG SET save ""` from a test harness succeeds) and otherwise
-//! answers as Redis does for an immutable parameter.
+//! ask Redis for. Only the slow log's two parameters change at run time; for any other, CONFIG
+//! SET accepts only a value equal to the current one (so `CONFIG SET save ""` from a test
+//! harness succeeds) and otherwise answers as Redis does for an immutable parameter.
 
 use bytes::Bytes;
 use ringkv_common::args::SYNTAX;
+use ringkv_common::resp::request::parse_i64;
 use ringkv_common::resp::Reply;
 
 use super::{help_reply, quoted};
@@ -33,6 +34,11 @@ pub fn config_table(ctx: &ServerContext) -> Vec<(&'static str, String)> {
         ("requirepass", String::new()),
         ("cluster-enabled", "no".into()),
         ("daemonize", "no".into()),
+        (
+            "slowlog-log-slower-than",
+            ctx.slowlog.slower_than_us().to_string(),
+        ),
+        ("slowlog-max-len", ctx.slowlog.max_len().to_string()),
         ("shards", s.shards.to_string()),
         ("in-memory", yes_no(s.in_memory)),
     ]
@@ -80,17 +86,45 @@ pub fn get(patterns: &[Bytes], ctx: &ServerContext) -> Reply {
     )
 }
 
-/// CONFIG SET parameter value [parameter value ...].
+/// The parameters CONFIG SET changes, each an integer with the range Redis accepts.
+const SETTABLE: [(&str, i64, i64); 2] = [
+    ("slowlog-log-slower-than", -1, i64::MAX),
+    ("slowlog-max-len", 0, i64::MAX),
+];
+
+/// CONFIG SET parameter value [parameter value ...]: all of them or, on an error, none.
 pub fn set(pairs: &[Bytes], ctx: &ServerContext) -> Reply {
-    config_set(pairs, &config_table(ctx))
+    match config_set(pairs, &config_table(ctx)) {
+        Ok(changes) => {
+            for (name, value) in changes {
+                match name {
+                    "slowlog-log-slower-than" => ctx.slowlog.set_slower_than_us(value),
+                    _ => ctx
+                        .slowlog
+                        .set_max_len(usize::try_from(value).unwrap_or(usize::MAX)),
+                }
+            }
+            Reply::Ok
+        }
+        Err(reply) => reply,
+    }
 }
 
 /// CONFIG SET against `table`, checked in Redis's order: pairs, then unknown names, then
-/// parameters that cannot change (here: any value but the current one), then duplicates.
-pub fn config_set(pairs: &[Bytes], table: &[(&'static str, String)]) -> Reply {
+/// parameters that cannot change (here: any value but the current one), then duplicates,
+/// then the values of those that can ([`SETTABLE`]), which are returned to be applied.
+pub fn config_set(
+    pairs: &[Bytes],
+    table: &[(&'static str, String)],
+) -> Result<Vec<(&'static str, i64)>, Reply> {
     if pairs.len() & 1 == 1 {
-        return SYNTAX;
+        return Err(SYNTAX);
     }
+    let settable = |name: &[u8]| {
+        SETTABLE
+            .iter()
+            .find(|(n, _, _)| n.as_bytes().eq_ignore_ascii_case(name))
+    };
     let position = |name: &[u8]| {
         table
             .iter()
@@ -101,30 +135,47 @@ pub fn config_set(pairs: &[Bytes], table: &[(&'static str, String)]) -> Reply {
         .map(|p| &p[0])
         .find(|name| position(name).is_none())
     {
-        return Reply::error_owned(format!(
+        return Err(Reply::error_owned(format!(
             "ERR Unknown option or number of arguments for CONFIG SET - '{}'",
             quoted(unknown)
-        ));
+        )));
     }
+    let failed = |name: &[u8], why: &str| {
+        Reply::error_owned(format!(
+            "ERR CONFIG SET failed (possibly related to argument '{}') - {why}",
+            quoted(name)
+        ))
+    };
     let mut seen = Vec::new();
     for pair in pairs.chunks(2) {
         let (name, value) = (&pair[0], &pair[1]);
         let Some(i) = position(name) else { continue };
-        if !table[i].1.as_bytes().eq_ignore_ascii_case(value) {
-            return Reply::error_owned(format!(
-                "ERR CONFIG SET failed (possibly related to argument '{}') - can't set immutable config",
-                quoted(name)
-            ));
+        if settable(name).is_none() && !table[i].1.as_bytes().eq_ignore_ascii_case(value) {
+            return Err(failed(name, "can't set immutable config"));
         }
         if seen.contains(&i) {
-            return Reply::error_owned(format!(
-                "ERR CONFIG SET failed (possibly related to argument '{}') - duplicate parameter",
-                quoted(name)
-            ));
+            return Err(failed(name, "duplicate parameter"));
         }
         seen.push(i);
     }
-    Reply::Ok
+    let mut changes = Vec::new();
+    for pair in pairs.chunks(2) {
+        let (name, value) = (&pair[0], &pair[1]);
+        let Some(&(setting, min, max)) = settable(name) else {
+            continue;
+        };
+        let Some(number) = parse_i64(value) else {
+            return Err(failed(name, "argument couldn't be parsed into an integer"));
+        };
+        if !(min..=max).contains(&number) {
+            return Err(failed(
+                name,
+                &format!("argument must be between {min} and {max} inclusive"),
+            ));
+        }
+        changes.push((setting, number));
+    }
+    Ok(changes)
 }
 
 /// CONFIG RESETSTAT: zeroes INFO's counters.
@@ -220,7 +271,13 @@ mod tests {
             .iter()
             .map(|p| Bytes::copy_from_slice(p.as_bytes()))
             .collect();
-        config_set(&pairs, &table())
+        match config_set(&pairs, &table()) {
+            Ok(changes) => {
+                assert!(changes.is_empty(), "{changes:?}");
+                Reply::Ok
+            }
+            Err(reply) => reply,
+        }
     }
 
     fn err(reply: Reply) -> String {
@@ -228,6 +285,41 @@ mod tests {
             Reply::Error(e) => String::from_utf8_lossy(&e).into_owned(),
             other => panic!("not an error: {other:?}"),
         }
+    }
+
+    #[test]
+    fn the_slow_logs_parameters_are_set_checked_and_all_or_nothing() {
+        let mut table = table();
+        table.push(("slowlog-log-slower-than", "10000".into()));
+        table.push(("slowlog-max-len", "128".into()));
+        let words = |w: &[&str]| -> Vec<Bytes> {
+            w.iter()
+                .map(|p| Bytes::copy_from_slice(p.as_bytes()))
+                .collect()
+        };
+        assert_eq!(
+            config_set(
+                &words(&["SLOWLOG-LOG-SLOWER-THAN", "0", "slowlog-max-len", "5"]),
+                &table
+            ),
+            Ok(vec![("slowlog-log-slower-than", 0), ("slowlog-max-len", 5)])
+        );
+        let refused = |w: &[&str]| match config_set(&words(w), &table) {
+            Err(Reply::Error(e)) => String::from_utf8_lossy(&e).into_owned(),
+            other => panic!("{w:?}: {other:?}"),
+        };
+        assert_eq!(
+            refused(&["slowlog-log-slower-than", "abc"]),
+            "ERR CONFIG SET failed (possibly related to argument 'slowlog-log-slower-than') - argument couldn't be parsed into an integer"
+        );
+        assert_eq!(
+            refused(&["slowlog-max-len", "-1"]),
+            "ERR CONFIG SET failed (possibly related to argument 'slowlog-max-len') - argument must be between 0 and 9223372036854775807 inclusive"
+        );
+        assert_eq!(
+            refused(&["slowlog-max-len", "1", "port", "1"]),
+            "ERR CONFIG SET failed (possibly related to argument 'port') - can't set immutable config"
+        );
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod transaction;
 
 use bytes::Bytes;
 use ringkv_common::command::{Cmd, CommandSpec};
+use ringkv_common::resp::request::parse_i64;
 use ringkv_common::resp::Reply;
 
 use crate::context::ServerContext;
@@ -63,6 +64,26 @@ pub async fn run(
         Cmd::ConfigSet => config::set(&args[2..], ctx),
         Cmd::ConfigResetstat => config::resetstat(ctx),
         Cmd::ConfigHelp => config::help(&args[0]),
+        Cmd::SlowlogGet => slowlog_get(&args[1], &args[2..], ctx),
+        Cmd::SlowlogLen => Reply::Int(i64::try_from(ctx.slowlog.len()).unwrap_or(i64::MAX)),
+        Cmd::SlowlogReset => {
+            ctx.slowlog.reset();
+            Reply::Ok
+        }
+        Cmd::SlowlogHelp => help_reply(
+            &args[0],
+            &[
+                "GET [<count>]",
+                "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+                "    Entries are made of:",
+                "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+                "    client name",
+                "LEN",
+                "    Return the length of the slowlog.",
+                "RESET",
+                "    Reset the slowlog.",
+            ],
+        ),
         Cmd::Info => info::info(&args[1..], ctx).await,
         Cmd::Time => time::time(),
         Cmd::ObjectHelp => object_help(&args[0]),
@@ -80,6 +101,26 @@ pub async fn run(
             spec.name
         )),
     }
+}
+
+/// SLOWLOG GET [count]: the newest `count` entries (10 by default, all for -1), with Redis's
+/// errors (`typed`: the subcommand as the client spelled it).
+fn slowlog_get(typed: &[u8], args: &[Bytes], ctx: &ServerContext) -> Reply {
+    let count = match args {
+        [] => Some(10),
+        [count] => match parse_i64(count) {
+            Some(-1) => None,
+            Some(n) if n >= 0 => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            _ => return Reply::error("ERR count should be greater than or equal to -1"),
+        },
+        _ => {
+            return Reply::error_owned(format!(
+                "ERR unknown subcommand or wrong number of arguments for '{}'. Try SLOWLOG HELP.",
+                quoted(typed)
+            ))
+        }
+    };
+    ctx.slowlog.get(count)
 }
 
 /// Whether running `cmd` may change what CLIENT LIST shows of the session (its name,

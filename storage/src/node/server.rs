@@ -116,6 +116,7 @@ impl Gathering {
         }
         ctx.storage
             .execute_group(&mut self.group, &mut self.replies, &mut self.deferred);
+        self.group.clear();
         let mut wrote = false;
         for reply in self.replies.drain(..) {
             wrote |= !reply.is_error();

@@ -124,7 +124,8 @@ fn slowlog_get(typed: &[u8], args: &[Bytes], ctx: &ServerContext) -> Reply {
 }
 
 /// Whether running `cmd` may change what CLIENT LIST shows of the session (its name,
-/// library, user, protocol or transaction): the session then publishes itself again.
+/// library, user, protocol or transaction): the session then publishes itself again. (EXEC,
+/// which ends a transaction, is not run here and publishes in `dispatch`.)
 pub fn changes_description(cmd: Cmd) -> bool {
     matches!(
         cmd,
@@ -133,7 +134,6 @@ pub fn changes_description(cmd: Cmd) -> bool {
             | Cmd::Reset
             | Cmd::Select
             | Cmd::Multi
-            | Cmd::Exec
             | Cmd::Discard
             | Cmd::ClientSetname
             | Cmd::ClientSetinfo

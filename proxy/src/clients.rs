@@ -29,8 +29,7 @@ use ringkv_common::resp::Protocol;
 
 use crate::session::Session;
 
-/// The connected clients, by id (so CLIENT LIST lists them in the order they connected, as
-/// Redis does).
+/// The connected clients, by id (CLIENT LIST lists them in id order, as Redis does).
 #[derive(Debug, Default)]
 pub struct Clients {
     by_id: Mutex<BTreeMap<u64, Arc<Listed>>>,

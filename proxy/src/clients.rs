@@ -248,13 +248,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    fn session() -> Session {
-        Session::new(
-            "127.0.0.1:5000".parse().expect("addr"),
-            "127.0.0.1:6379".parse().expect("addr"),
-            7,
-        )
-    }
+    use crate::session::test_session as session;
 
     #[test]
     fn a_client_is_listed_until_its_registration_drops() {

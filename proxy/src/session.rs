@@ -163,6 +163,17 @@ impl Session {
     }
 }
 
+/// A session of a client at 127.0.0.1:5000 connected to 127.0.0.1:6379 on descriptor 9, for
+/// unit tests.
+#[cfg(test)]
+pub(crate) fn test_session() -> Session {
+    Session::new(
+        SocketAddr::from(([127, 0, 0, 1], 5000)),
+        SocketAddr::from(([127, 0, 0, 1], 6379)),
+        9,
+    )
+}
+
 /// Whether a client name, library name or library version can be shown by CLIENT INFO /
 /// CLIENT LIST, whose fields are split on spaces: only printable ASCII without spaces, as
 /// Redis checks.

@@ -238,13 +238,7 @@ fn shortened(arg: Bytes) -> Bytes {
 mod tests {
     use super::*;
 
-    fn session() -> Session {
-        Session::new(
-            "127.0.0.1:5000".parse().expect("addr"),
-            "127.0.0.1:6379".parse().expect("addr"),
-            7,
-        )
-    }
+    use crate::session::test_session as session;
 
     fn args(words: &[&str]) -> Vec<Bytes> {
         words

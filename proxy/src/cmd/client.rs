@@ -341,13 +341,7 @@ pub fn help(container: &[u8]) -> Reply {
 mod tests {
     use super::*;
 
-    fn session() -> Session {
-        Session::new(
-            "127.0.0.1:5000".parse().expect("addr"),
-            "127.0.0.1:6379".parse().expect("addr"),
-            9,
-        )
-    }
+    use crate::session::test_session as session;
 
     fn err(reply: Reply) -> String {
         match reply {

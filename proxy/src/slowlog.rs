@@ -133,12 +133,18 @@ impl SlowLog {
         if max_len == 0 {
             return;
         }
-        let argv: Vec<Bytes> = name.into_iter().chain(args.iter().cloned()).collect();
-        let argc = argv.len();
+        // `secrets` counts from the name: a command named apart from its arguments (a gathered
+        // write) has none.
+        let secrets = if name.is_none() {
+            secrets(spec, args)
+        } else {
+            Vec::new()
+        };
+        let argc = args.len() + usize::from(name.is_some());
         let kept = argc.min(MAX_ARGS);
-        let secrets = secrets(spec, &argv);
-        let args = argv
-            .into_iter()
+        let args = name
+            .iter()
+            .chain(args)
             .take(kept)
             .enumerate()
             .map(|(i, arg)| {
@@ -222,10 +228,11 @@ fn secrets(spec: &CommandSpec, argv: &[Bytes]) -> Vec<usize> {
     }
 }
 
-/// An argument as an entry keeps it: at most 128 bytes, then how many more there were.
-fn shortened(arg: Bytes) -> Bytes {
+/// An argument as an entry keeps it: at most 128 bytes, then how many more there were. Always
+/// a copy: an argument shares the client's read buffer, which an entry must not pin.
+fn shortened(arg: &Bytes) -> Bytes {
     if arg.len() <= MAX_ARG_BYTES {
-        return arg;
+        return Bytes::copy_from_slice(arg);
     }
     let more = format!("... ({} more bytes)", arg.len() - MAX_ARG_BYTES);
     let mut short = BytesMut::with_capacity(MAX_ARG_BYTES + more.len());

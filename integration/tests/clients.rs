@@ -415,6 +415,23 @@ async fn transactions_through_the_client_library() {
     assert_eq!(shared, CLIENTS * EACH, "an increment was lost");
 }
 
+/// Waits for `writers` to finish, then tells the readers to stop (`done`) and checks that each
+/// read at least once (a reader returns how many reads it made).
+async fn end_race(
+    writers: Vec<tokio::task::JoinHandle<()>>,
+    done: &AtomicBool,
+    readers: Vec<tokio::task::JoinHandle<u64>>,
+) {
+    for writer in writers {
+        writer.await.expect("writer task");
+    }
+    done.store(true, Ordering::Relaxed);
+    for reader in readers {
+        let reads = reader.await.expect("reader task");
+        assert!(reads > 0, "a reader never read");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn other_clients_never_see_part_of_a_transaction() {
     let server = Server::ringkv(&[]);
@@ -455,14 +472,7 @@ async fn other_clients_never_see_part_of_a_transaction() {
             reads
         }));
     }
-    for writer in writers {
-        writer.await.expect("writer task");
-    }
-    writers_done.store(true, Ordering::Relaxed);
-    for reader in readers {
-        let reads = reader.await.expect("reader task");
-        assert!(reads > 0, "a reader never read");
-    }
+    end_race(writers, &writers_done, readers).await;
 }
 
 /// MGET reads its keys at one point in time, as Redis's does: a reader never sees one key
@@ -520,14 +530,7 @@ async fn mget_reads_its_keys_at_one_point_in_time() {
             reads
         }));
     }
-    for writer in writers {
-        writer.await.expect("writer task");
-    }
-    writers_done.store(true, Ordering::Relaxed);
-    for reader in readers {
-        let reads = reader.await.expect("reader task");
-        assert!(reads > 0, "a reader never read");
-    }
+    end_race(writers, &writers_done, readers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

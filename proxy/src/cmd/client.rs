@@ -222,16 +222,10 @@ pub fn kill(args: &[Bytes], session: &mut Session, ctx: &ServerContext) -> Reply
     let mut killed = 0i64;
     for client in ctx.clients.all() {
         let me = client.id == session.id;
-        let user = if me {
-            session
-                .user
-                .as_ref()
-                .map_or("default", |u| u.name.as_str())
-                .to_owned()
-        } else {
-            client.described().user_name().to_owned()
-        };
-        if !filter.matches(client.id, client.peer, client.local, &user) || (me && filter.skip_me) {
+        // The caller's own entry too: AUTH, HELLO and RESET publish the user they set.
+        let described = client.described();
+        let user = described.user_name();
+        if !filter.matches(client.id, client.peer, client.local, user) || (me && filter.skip_me) {
             continue;
         }
         if me {
